@@ -1,0 +1,376 @@
+// Fused correlation attention on the CPU: out = softmax_j(alpha * q_i . k_j) v_j
+// with an online (flash-attention style) softmax over key blocks, so the
+// Lq x Lk matrix never exists; backward recomputes the score blocks from the
+// saved log-sum-exp. Everything is a GEMM on small blocks done by one
+// register-blocked micro-kernel (MR x NR tile, B operand packed in NR-wide
+// panels), plus a vectorised exp.
+//
+// Included by correlation_<isa>.cpp inside namespace exsynth::cpu::<isa>
+// after simd.h. Layouts (all row-major, contiguous):
+//   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv), out (B, Lq, Cv), lse (B, Lq).
+
+template <typename T> struct Tiles {
+  static constexpr int W = Simd<T>::W;
+  static constexpr int NV = 2;            // vectors per micro-tile row
+  static constexpr int NR = W * NV;       // micro-tile columns
+  static constexpr int MR = 6;            // micro-tile rows (12 accumulators + 2 B vectors fit 16 regs)
+  static constexpr int64_t BM = 10 * MR;  // query rows per block (one parallel work item)
+  static constexpr int64_t BN = 256;      // keys per block (multiple of every NR)
+  static constexpr int64_t KC = 256;      // depth chunk: a KC x NR panel stays in L1
+};
+
+static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+// C[MR x NR] (+)= A[MR x kdim] (row stride lda) * Bp[kdim x NR] (packed).
+template <typename T>
+static inline void micro_kernel(int64_t kdim, const T* __restrict A, int64_t lda,
+                                const T* __restrict Bp, T* __restrict C, int64_t ldc,
+                                bool accumulate) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  constexpr int MR = Tiles<T>::MR, NV = Tiles<T>::NV, NR = Tiles<T>::NR, W = S::W;
+  vec c[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      c[r][v] = accumulate ? S::load(C + r * ldc + v * W) : S::splat(0);
+  for (int64_t p = 0; p < kdim; ++p) {
+    vec b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = S::load(Bp + p * NR + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const T a = A[r * lda + p];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[r][v] += a * b[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::store(C + r * ldc + v * W, c[r][v]);
+}
+
+// Pack columns [c0, c0 + NR) of a rows x ld row-major matrix X into a
+// rows x NR panel, zero-filling columns >= ncols.
+template <typename T>
+static void pack_col_panel(const T* X, int64_t rows, int64_t ld, int64_t ncols, int64_t c0, T* P) {
+  constexpr int NR = Tiles<T>::NR;
+  const int64_t w = std::min<int64_t>(NR, ncols - c0);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* dst = P + r * NR;
+    const T* src = X + r * ld + c0;
+    int64_t c = 0;
+    for (; c < w; ++c) dst[c] = src[c];
+    for (; c < NR; ++c) dst[c] = 0;
+  }
+}
+
+// Pack the transpose of rows [r0, r0 + NR) of X (rows x cols) as a cols x NR
+// panel: P[c][t] = X[r0 + t][c], zero for rows >= nrows.
+template <typename T>
+static void pack_row_panel_t(const T* X, int64_t nrows, int64_t cols, int64_t r0, T* P) {
+  constexpr int NR = Tiles<T>::NR;
+  for (int t = 0; t < NR; ++t) {
+    const int64_t r = r0 + t;
+    if (r < nrows) {
+      const T* src = X + r * cols;
+      for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = src[c];
+    } else {
+      for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = 0;
+    }
+  }
+}
+
+// Per-batch packings of k (and v) shared by all query blocks.
+template <typename T> struct KeyPanels {
+  int64_t Lk, D, Cv, n_kpan, Lkr;
+  // kt: keys as B operand of q.k^T: [key panel][D][NR]
+  // vt: v^T as B operand of dO.v^T: [key panel][Cv][NR]
+  // vc: v as B operand of P.v: [value panel][Lkr][NR]
+  // kc: k as B operand of dS.k: [depth panel][Lkr][NR]
+  std::vector<T> kt, vt, vc, kc;
+};
+
+template <typename T>
+static void pack_keys(const T* k, const T* v, int64_t Lk, int64_t D, int64_t Cv,
+                      bool for_backward, KeyPanels<T>& kp) {
+  constexpr int NR = Tiles<T>::NR;
+  kp.Lk = Lk; kp.D = D; kp.Cv = Cv;
+  kp.n_kpan = ceil_div(Lk, NR);
+  kp.Lkr = round_up(Lk, Tiles<T>::BN) + Tiles<T>::MR;  // room for zero tail rows
+  kp.kt.assign(kp.n_kpan * D * NR, T(0));
+  if (v) kp.vc.assign(ceil_div(Cv, NR) * kp.Lkr * NR, T(0));
+  if (for_backward) {
+    kp.vt.assign(kp.n_kpan * Cv * NR, T(0));
+    kp.kc.assign(ceil_div(D, NR) * kp.Lkr * NR, T(0));
+  }
+  for (int64_t p = 0; p < kp.n_kpan; ++p) {
+    pack_row_panel_t(k, Lk, D, p * NR, kp.kt.data() + p * D * NR);
+    if (for_backward) pack_row_panel_t(v, Lk, Cv, p * NR, kp.vt.data() + p * Cv * NR);
+  }
+  if (v)
+    for (int64_t p = 0; p * NR < Cv; ++p)
+      pack_col_panel(v, Lk, Cv, Cv, p * NR, kp.vc.data() + p * kp.Lkr * NR);
+  if (for_backward)
+    for (int64_t p = 0; p * NR < D; ++p)
+      pack_col_panel(k, Lk, D, D, p * NR, kp.kc.data() + p * kp.Lkr * NR);
+}
+
+// S[BM x n_pan*NR] = Qb[mt*MR x D] . K[j0 : j0 + n_pan*NR]^T, depth tiled by KC.
+template <typename T>
+static void score_block(const T* Qb, int64_t mt, const KeyPanels<T>& kp, int64_t j0,
+                        int64_t n_pan, T* Sb) {
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+  constexpr int64_t BN = Tiles<T>::BN, KC = Tiles<T>::KC;
+  const int64_t D = kp.D;
+  const T* kt = kp.kt.data() + (j0 / NR) * D * NR;
+  for (int64_t d0 = 0; d0 < D; d0 += KC) {
+    const int64_t kc = std::min(KC, D - d0);
+    for (int64_t jp = 0; jp < n_pan; ++jp)
+      for (int64_t it = 0; it < mt; ++it)
+        micro_kernel<T>(kc, Qb + it * MR * D + d0, D, kt + jp * D * NR + d0 * NR,
+                        Sb + it * MR * BN + jp * NR, BN, d0 > 0);
+  }
+}
+
+// Copy `rows` rows of X (ld = cols) into a zero-padded (mt*MR) x cols block.
+template <typename T>
+static void copy_rows_padded(const T* X, int64_t rows, int64_t cols, int64_t padded_rows, T* dst) {
+  std::memcpy(dst, X, sizeof(T) * rows * cols);
+  std::memset(dst + rows * cols, 0, sizeof(T) * (padded_rows - rows) * cols);
+}
+
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B,
+                       int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
+  constexpr int64_t BM = Tiles<T>::BM, BN = Tiles<T>::BN;
+  const int64_t Cvp = round_up(Cv, NR), n_vpan = Cvp / NR;
+  const int64_t n_qblk = ceil_div(Lq, BM);
+
+  std::vector<KeyPanels<T>> panels(B);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    pack_keys(k + b * Lk * D, v + b * Lk * Cv, Lk, D, Cv, false, panels[b]);
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<T> Qb(BM * D), Sb(BM * BN), Ob(BM * Cvp), m(BM), l(BM);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t w = 0; w < B * n_qblk; ++w) {
+      const int64_t b = w / n_qblk, i0 = (w % n_qblk) * BM;
+      const int64_t rows = std::min(BM, Lq - i0), mt = ceil_div(rows, MR);
+      const KeyPanels<T>& kp = panels[b];
+      copy_rows_padded(q + (b * Lq + i0) * D, rows, D, mt * MR, Qb.data());
+      std::fill(Ob.begin(), Ob.end(), T(0));
+      std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+      std::fill(l.begin(), l.end(), T(0));
+      for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
+        const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
+        score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          T* s = Sb.data() + r * BN;
+          for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
+          vec vm = S::load(s);
+          for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
+          const T m_new = std::max(m[r], alpha * S::hmax(vm));
+          vec vs = S::splat(0);
+          for (int64_t j = 0; j < ncol; j += W) {
+            const vec p = vexp<T>(S::load(s + j) * alpha - m_new);
+            S::store(s + j, p);
+            vs += p;
+          }
+          const T rescale = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first block
+          T* o = Ob.data() + r * Cvp;
+          for (int64_t c = 0; c < Cvp; ++c) o[c] *= rescale;
+          l[r] = l[r] * rescale + S::hsum(vs);
+          m[r] = m_new;
+        }
+        // Rows past `rows` in the last tile hold finite scores of zero-padded
+        // queries; their outputs are never written back.
+        for (int64_t cp = 0; cp < n_vpan; ++cp)
+          for (int64_t it = 0; it < mt; ++it)
+            micro_kernel<T>(nb, Sb.data() + it * MR * BN, BN,
+                            kp.vc.data() + cp * kp.Lkr * NR + j0 * NR,
+                            Ob.data() + it * MR * Cvp + cp * NR, Cvp, true);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const T inv = T(1) / l[r];
+        T* dst = out + (b * Lq + i0 + r) * Cv;
+        for (int64_t c = 0; c < Cv; ++c) dst[c] = Ob[r * Cvp + c] * inv;
+        lse[b * Lq + i0 + r] = m[r] + std::log(l[r]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* delta,
+                        const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq, int64_t Lk,
+                        int64_t D, int64_t Cv, T alpha, int nthreads) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
+  constexpr int64_t BM = Tiles<T>::BM, BN = Tiles<T>::BN;
+  const int64_t Dp = round_up(D, NR), Cvp = round_up(Cv, NR);
+  const int64_t n_qblk = ceil_div(Lq, BM);
+  const int64_t BNt = BN + MR;  // transposed blocks get a zero tail to a multiple of MR
+
+  std::vector<KeyPanels<T>> panels(B);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    pack_keys(k + b * Lk * D, v + b * Lk * Cv, Lk, D, Cv, true, panels[b]);
+
+  const int64_t Lkr = panels.empty() ? 0 : panels[0].Lkr;
+  // dk and dv are sums over query blocks: each thread accumulates its own and
+  // they are reduced at the end (memory: threads x Lk x (D + Cv)).
+  std::vector<std::vector<T>> dk_acc(nthreads), dv_acc(nthreads);
+
+  for (int64_t b = 0; b < B; ++b) {
+    const KeyPanels<T>& kp = panels[b];
+    int used_threads = 1;
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int tid = omp_get_thread_num();
+#pragma omp single
+      used_threads = omp_get_num_threads();
+      std::vector<T>& dkt = dk_acc[tid];
+      std::vector<T>& dvt = dv_acc[tid];
+      dkt.assign(Lkr * Dp, T(0));
+      dvt.assign(Lkr * Cvp, T(0));
+      std::vector<T> Qb(BM * D), dOb(BM * Cv), Qd(Dp * BM), dOd(Cvp * BM), dQb(BM * Dp);
+      std::vector<T> Sb(BM * BN), dPb(BM * BN), dSt(BNt * BM), Pt(BNt * BM);
+      std::vector<T> lse_b(BM), delta_b(BM);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t qb = 0; qb < n_qblk; ++qb) {
+        const int64_t i0 = qb * BM;
+        const int64_t rows = std::min(BM, Lq - i0), mt = ceil_div(rows, MR), BMr = mt * MR;
+        copy_rows_padded(q + (b * Lq + i0) * D, rows, D, BMr, Qb.data());
+        copy_rows_padded(dout + (b * Lq + i0) * Cv, rows, Cv, BMr, dOb.data());
+        for (int64_t p = 0; p * NR < D; ++p) pack_col_panel(Qb.data(), BMr, D, D, p * NR, Qd.data() + p * BMr * NR);
+        for (int64_t p = 0; p * NR < Cv; ++p) pack_col_panel(dOb.data(), BMr, Cv, Cv, p * NR, dOd.data() + p * BMr * NR);
+        for (int64_t r = 0; r < rows; ++r) {
+          lse_b[r] = lse[b * Lq + i0 + r];
+          delta_b[r] = delta[b * Lq + i0 + r];
+        }
+        std::fill(dQb.begin(), dQb.end(), T(0));
+        for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
+          const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
+          const int64_t jt = ceil_div(nb, MR);
+          score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
+          // dP = dO . v^T
+          for (int64_t jp = 0; jp < n_pan; ++jp)
+            for (int64_t it = 0; it < mt; ++it)
+              micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv,
+                              kp.vt.data() + (j0 / NR + jp) * Cv * NR,
+                              dPb.data() + it * MR * BN + jp * NR, BN, false);
+          // P = exp(alpha s - lse) into Sb; alpha * dS = alpha P (dP - delta) into dPb.
+          for (int64_t r = 0; r < BMr; ++r) {
+            T* s = Sb.data() + r * BN;
+            T* dp = dPb.data() + r * BN;
+            if (r >= rows) {
+              std::fill(s, s + ncol, T(0));
+              std::fill(dp, dp + ncol, T(0));
+              continue;
+            }
+            for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
+            const T lr = lse_b[r], dr = delta_b[r];
+            for (int64_t j = 0; j < ncol; j += W) {
+              const vec p = vexp<T>(S::load(s + j) * alpha - lr);
+              S::store(s + j, p);
+              S::store(dp + j, p * (S::load(dp + j) - dr) * alpha);
+            }
+          }
+          // dQ += dS . k
+          for (int64_t dpn = 0; dpn * NR < D; ++dpn)
+            for (int64_t it = 0; it < mt; ++it)
+              micro_kernel<T>(nb, dPb.data() + it * MR * BN, BN,
+                              kp.kc.data() + dpn * kp.Lkr * NR + j0 * NR,
+                              dQb.data() + it * MR * Dp + dpn * NR, Dp, true);
+          // Transposes of dS and P, zero past nb up to jt*MR rows.
+          for (int64_t j = 0; j < jt * MR; ++j) {
+            T* ds_row = dSt.data() + j * BMr;
+            T* p_row = Pt.data() + j * BMr;
+            if (j < nb) {
+              for (int64_t i = 0; i < BMr; ++i) {
+                ds_row[i] = dPb[i * BN + j];
+                p_row[i] = Sb[i * BN + j];
+              }
+            } else {
+              std::fill(ds_row, ds_row + BMr, T(0));
+              std::fill(p_row, p_row + BMr, T(0));
+            }
+          }
+          // dk += dS^T . q ; dv += P^T . dO
+          for (int64_t dpn = 0; dpn * NR < D; ++dpn)
+            for (int64_t it = 0; it < jt; ++it)
+              micro_kernel<T>(BMr, dSt.data() + it * MR * BMr, BMr, Qd.data() + dpn * BMr * NR,
+                              dkt.data() + (j0 + it * MR) * Dp + dpn * NR, Dp, true);
+          for (int64_t cp = 0; cp * NR < Cv; ++cp)
+            for (int64_t it = 0; it < jt; ++it)
+              micro_kernel<T>(BMr, Pt.data() + it * MR * BMr, BMr, dOd.data() + cp * BMr * NR,
+                              dvt.data() + (j0 + it * MR) * Cvp + cp * NR, Cvp, true);
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(dq + (b * Lq + i0 + r) * D, dQb.data() + r * Dp, sizeof(T) * D);
+      }
+      // Reduce the per-thread partial sums (implicit barrier after omp for).
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < Lk; ++j) {
+        T* dkr = dk + (b * Lk + j) * D;
+        T* dvr = dv + (b * Lk + j) * Cv;
+        for (int64_t d = 0; d < D; ++d) dkr[d] = dk_acc[0][j * Dp + d];
+        for (int64_t c = 0; c < Cv; ++c) dvr[c] = dv_acc[0][j * Cvp + c];
+        for (int t = 1; t < used_threads; ++t) {
+          for (int64_t d = 0; d < D; ++d) dkr[d] += dk_acc[t][j * Dp + d];
+          for (int64_t c = 0; c < Cv; ++c) dvr[c] += dv_acc[t][j * Cvp + c];
+        }
+      }
+    }
+  }
+}
+
+// Best key per query: index = argmax_j q_i . k_j (first on ties), best = the max.
+template <typename T>
+void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, int64_t Lq,
+                   int64_t Lk, int64_t D, int nthreads) {
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+  constexpr int64_t BM = Tiles<T>::BM, BN = Tiles<T>::BN;
+  (void)NR;
+  const int64_t n_qblk = ceil_div(Lq, BM);
+  std::vector<KeyPanels<T>> panels(B);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    pack_keys<T>(k + b * Lk * D, nullptr, Lk, D, 0, false, panels[b]);
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<T> Qb(BM * D), Sb(BM * BN), mx(BM);
+    std::vector<int64_t> arg(BM);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t w = 0; w < B * n_qblk; ++w) {
+      const int64_t b = w / n_qblk, i0 = (w % n_qblk) * BM;
+      const int64_t rows = std::min(BM, Lq - i0), mt = ceil_div(rows, MR);
+      copy_rows_padded(q + (b * Lq + i0) * D, rows, D, mt * MR, Qb.data());
+      std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
+      std::fill(arg.begin(), arg.end(), int64_t(0));
+      for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
+        const int64_t nb = std::min(BN, Lk - j0);
+        score_block(Qb.data(), mt, panels[b], j0, ceil_div(nb, Tiles<T>::NR), Sb.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* s = Sb.data() + r * BN;
+          for (int64_t j = 0; j < nb; ++j)
+            if (s[j] > mx[r]) { mx[r] = s[j]; arg[r] = j0 + j; }
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        index[b * Lq + i0 + r] = arg[r];
+        best[b * Lq + i0 + r] = mx[r];
+      }
+    }
+  }
+}

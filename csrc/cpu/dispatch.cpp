@@ -1,0 +1,100 @@
+// Run-time choice of the instruction set for the CPU kernels.
+#include "dispatch.h"
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+
+namespace exsynth { namespace cpu {
+
+static Isa detect() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::base;
+}
+
+Isa best_isa() {
+  static const Isa best = detect();
+  return best;
+}
+
+static Isa current = best_isa();
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "base";
+  }
+}
+
+Isa active_isa() { return current; }
+
+void set_isa(const std::string& name) {
+  Isa want;
+  if (name == "base") want = Isa::base;
+  else if (name == "avx2") want = Isa::avx2;
+  else if (name == "avx512") want = Isa::avx512;
+  else throw std::invalid_argument("isa must be 'base', 'avx2' or 'avx512', got '" + name + "'");
+  if (static_cast<int>(want) > static_cast<int>(best_isa()))
+    throw std::invalid_argument(std::string("this CPU does not support ") + name +
+                                " (best available: " + isa_name(best_isa()) + ")");
+  current = want;
+}
+
+#if defined(__x86_64__)
+#define EXSYNTH_ISA_SWITCH(CALL)            \
+  switch (current) {                        \
+    case Isa::avx512: avx512::CALL; break;  \
+    case Isa::avx2: avx2::CALL; break;      \
+    default: base::CALL; break;             \
+  }
+#else
+#define EXSYNTH_ISA_SWITCH(CALL) base::CALL;
+#endif
+
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B, int64_t Lq,
+                       int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+  EXSYNTH_ISA_SWITCH(attention_forward<T>(q, k, v, out, lse, B, Lq, Lk, D, Cv, alpha, nthreads))
+}
+
+template <typename T>
+void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* delta,
+                        const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq, int64_t Lk,
+                        int64_t D, int64_t Cv, T alpha, int nthreads) {
+  EXSYNTH_ISA_SWITCH(attention_backward<T>(q, k, v, lse, delta, dout, dq, dk, dv, B, Lq, Lk, D,
+                                           Cv, alpha, nthreads))
+}
+
+template <typename T>
+void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, int64_t Lq,
+                   int64_t Lk, int64_t D, int nthreads) {
+  EXSYNTH_ISA_SWITCH(match_forward<T>(q, k, index, best, B, Lq, Lk, D, nthreads))
+}
+
+template void attention_forward<float>(const float*, const float*, const float*, float*, float*,
+                                       int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
+template void attention_forward<double>(const double*, const double*, const double*, double*,
+                                        double*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                        double, int);
+template void attention_backward<float>(const float*, const float*, const float*, const float*,
+                                        const float*, const float*, float*, float*, float*,
+                                        int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
+template void attention_backward<double>(const double*, const double*, const double*,
+                                         const double*, const double*, const double*, double*,
+                                         double*, double*, int64_t, int64_t, int64_t, int64_t,
+                                         int64_t, double, int);
+template void match_forward<float>(const float*, const float*, int64_t*, float*, int64_t, int64_t,
+                                   int64_t, int64_t, int);
+template void match_forward<double>(const double*, const double*, int64_t*, double*, int64_t,
+                                    int64_t, int64_t, int64_t, int);
+
+}}  // namespace exsynth::cpu

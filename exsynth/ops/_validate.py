@@ -1,0 +1,80 @@
+"""Argument checks shared by every op: clear errors before any kernel runs."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_FINITE_CHECKS = True
+
+
+def set_finite_checks(enabled: bool) -> None:
+    """Turn the NaN/Inf scan of op inputs on (default) or off.
+
+    The scan costs one read of each input and, on a GPU, one host sync per
+    call; turn it off in tight loops whose inputs are known to be finite.
+    """
+    global _FINITE_CHECKS
+    _FINITE_CHECKS = bool(enabled)
+
+
+def finite_checks_enabled() -> bool:
+    return _FINITE_CHECKS
+
+
+def _desc(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def tensor(op: str, name: str, t, ndim: int) -> None:
+    """`t` is a non-empty floating tensor with `ndim` dimensions."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got {_desc(t)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {_desc(t)}")
+    if t.numel() == 0:
+        raise ValueError(f"{op}: {name} must not be empty, got {_desc(t)}")
+
+
+def same_device_dtype(op: str, **tensors: torch.Tensor) -> None:
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"{op}: all inputs must be on one device; {first_name} is on {first.device}, "
+                f"{name} is on {t.device}"
+            )
+        if t.dtype != first.dtype:
+            raise TypeError(
+                f"{op}: all inputs must have one dtype; {first_name} is {first.dtype}, "
+                f"{name} is {t.dtype}"
+            )
+
+
+def dim_equal(op: str, what: str, name_a: str, a: int, name_b: str, b: int) -> None:
+    if a != b:
+        raise ValueError(f"{op}: {what} of {name_a} ({a}) must equal that of {name_b} ({b})")
+
+
+def positive_finite(op: str, name: str, x) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"{op}: {name} must be a number, got {type(x).__name__}")
+    x = float(x)
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{op}: {name} must be a finite number > 0, got {x}")
+    return x
+
+
+def finite(op: str, **tensors: torch.Tensor) -> None:
+    """Raise naming every input that holds NaN or Inf (one host sync)."""
+    if not _FINITE_CHECKS or torch.compiler.is_compiling():
+        return
+    names = list(tensors)
+    flags = torch.stack([torch.isfinite(t).all() for t in tensors.values()])
+    if bool(flags.all()):
+        return
+    bad = [n for n, ok in zip(names, flags.tolist()) if not ok]
+    raise ValueError(f"{op}: {', '.join(bad)} contain(s) NaN or Inf values")

@@ -1,0 +1,1 @@
+"""One module per backend: the Python glue around its kernels."""

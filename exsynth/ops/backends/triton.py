@@ -1,0 +1,62 @@
+"""`triton` backend: Triton kernels shipped as exsynth.kernels.
+
+On a CUDA GPU: float32, float16 and bfloat16. Without a GPU the kernels can
+run through Triton's interpreter (TRITON_INTERPRET=1 set before exsynth is
+imported) on CPU tensors, float32 only; that is for tests, not speed.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import torch
+
+_GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def _triton():
+    try:
+        import triton
+    except ImportError as e:
+        return None, f"triton not installed ({e}); pip install 'exsynth[triton]'"
+    if torch.cuda.is_available():
+        return triton, f"triton {triton.__version__} on CUDA"
+    if interpreting():
+        return triton, f"triton {triton.__version__} through its interpreter (TRITON_INTERPRET=1; slow)"
+    return None, f"triton {triton.__version__} installed but no CUDA GPU (TRITON_INTERPRET=1 runs the interpreter)"
+
+
+def status():
+    mod, reason = _triton()
+    return mod is not None, reason
+
+
+def supports(device: torch.device, dtype: torch.dtype):
+    if device.type == "cuda":
+        return None if dtype in _GPU_DTYPES else f"supports {_GPU_DTYPES}, got {dtype}"
+    if device.type == "cpu" and interpreting():
+        return None if dtype == torch.float32 else f"the interpreter path supports float32, got {dtype}"
+    return f"needs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got device {device}"
+
+
+def kernels(name: str):
+    """exsynth.kernels.<name>, imported on first use (defines the @triton.jit kernels)."""
+    return importlib.import_module(f"exsynth.kernels.{name}")
+
+
+def attention_forward(q, k, v, alpha):
+    return kernels("correlation").attention_forward(q, k, v, float(alpha))
+
+
+def attention_backward(q, k, v, lse, delta, dout, alpha):
+    return kernels("correlation").attention_backward(q, k, v, lse, delta, dout, float(alpha))
+
+
+def match_forward(q, k):
+    return kernels("correlation").match_forward(q, k)

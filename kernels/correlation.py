@@ -1,0 +1,471 @@
+"""Triton kernels for ``correlation_warp``: attention with an arbitrary value width.
+
+The op (see DESIGN.md, "correlation_warp") on already-normalised features is
+
+    S[b, i, j] = alpha * <q[b, i], k[b, j]>,   P = softmax_j(S),   out[b, i] = sum_j P[b, i, j] v[b, j]
+
+with q: (B, Lq, D), k: (B, Lk, D), v: (B, Lk, Cv).  D can be large (CoCosNet: 256 * 3 * 3 =
+2304), so unlike a usual flash-attention kernel the feature dimension is *tiled*: every logit
+tile S[BLOCK_M, BLOCK_N] is accumulated over a loop of BLOCK_D-wide slices of q and k.  The value
+width Cv (1..256) is padded to a power of two >= 16 inside the kernels and masked.  The
+Lq x Lk matrix is never materialised.
+
+Kernels
+-------
+* ``_attn_fwd_kernel``   grid (cdiv(Lq, BLOCK_M), B): online softmax over key blocks
+  (exp2 with log2(e) folded into the scale), fp32 accumulator BLOCK_M x CV_PAD, writes out and
+  the natural-log log-sum-exp.
+* ``_attn_bwd_dq_kernel`` grid (cdiv(Lq, BLOCK_M), B): computes delta = rowsum(dO * O) (stored
+  for the second kernel), then for each key block recomputes S, P = exp(S - lse),
+  dP = dO V^T, dS = P (dP - delta), and adds alpha * dS K to the program-owned dQ rows.
+* ``_attn_bwd_dkdv_kernel`` grid (cdiv(Lk, BLOCK_N), B): for each query block recomputes
+  S^T, P^T, accumulates dV += P^T dO in registers and adds alpha * dS^T Q to the program-owned
+  dK rows.
+* ``_match_fwd_kernel``  grid (cdiv(Lq, BLOCK_M), B): running max / argmax of q k^T.
+
+When D fits one tile (D <= 128 on GPU) the q / k tile and the dQ / dK accumulator stay in
+registers (constexpr ``SINGLE_D``).  Otherwise the dQ (dK) accumulator lives in global memory
+(fp32: the output itself for float32 inputs, a scratch buffer otherwise) and every key (query)
+block does a read-modify-write of the program's own BLOCK x BLOCK_D slices; each row block is
+owned by exactly one program, so there are no races and no atomics.  The first block writes
+without reading, so the scratch needs no zero fill and repeated launches (autotuning) are
+idempotent.
+
+float32 inputs use ``input_precision="tf32x3"`` on tensor cores (about fp32 accuracy, which
+matters because alpha = 100 amplifies logit errors); fp16 / bf16 use the tensor cores directly
+with fp32 accumulation.
+
+This module imports only torch, triton and math (it is shipped as exsynth.kernels.correlation).
+"""
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["attention_forward", "attention_backward", "match_forward"]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+# Feature-dimension tiling.  D <= _SINGLE_D_MAX -> one tile of next_pow2(D) (>= 16) kept in
+# registers; otherwise tiles of _BLOCK_D with masks on the last one.  The interpreter uses
+# small tiles so that the tiled paths are exercised by small tests.
+if _INTERPRET:
+    _SINGLE_D_MAX = 32
+    _BLOCK_D = 32
+else:
+    _SINGLE_D_MAX = 128
+    _BLOCK_D = 64
+
+# Precision of tl.dot for float32 operands ("ieee" is exact fp32 FMA but ~10x slower on H100).
+FP32_DOT_PRECISION = "tf32x3"
+
+
+def _configs(gpu_list):
+    if _INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for (m, n, w, s) in gpu_list]
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages)
+_FWD_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (128, 128, 8, 2), (64, 32, 4, 3)])
+_DQ_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 2)])
+_DKDV_CONFIGS = _configs([(64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)])
+_MATCH_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)])
+
+_KEY = ["D", "Cv", "BLOCK_D", "CV_PAD"]
+
+
+# --------------------------------------------------------------------------------------------
+# shared device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_rows(base, offs_r, offs_d, n_rows, D, EVEN_D: tl.constexpr):
+    """Load a (len(offs_r), len(offs_d)) tile of a row-major (n_rows, D) matrix, zero padded."""
+    ptrs = base + offs_r[:, None] * D + offs_d[None, :]
+    if EVEN_D:
+        mask = offs_r[:, None] < n_rows
+    else:
+        mask = (offs_r[:, None] < n_rows) & (offs_d[None, :] < D)
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def _dot_tiled(a_base, b_base, offs_a, offs_b, n_a, n_b, D,
+               BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+               EVEN_D: tl.constexpr, PREC: tl.constexpr):
+    """acc[BLOCK_A, BLOCK_B] = A[offs_a, :] @ B[offs_b, :]^T with the D loop tiled by BLOCK_D."""
+    acc = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, D, BLOCK_D):
+        a = _load_rows(a_base, offs_a, d0 + offs_d, n_a, D, EVEN_D)
+        b = _load_rows(b_base, offs_b, d0 + offs_d, n_b, D, EVEN_D)
+        acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def _acc_rows_rmw(acc_base, mat, ds, offs_r, offs_k, n_rows, n_k, D, alpha, accumulate,
+                  BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr):
+    """ACC[offs_r, :] (+)= alpha * ds @ MAT[offs_k, :], looping over D tiles (fp32 ACC in global).
+
+    ``accumulate`` False on the program's first contribution -> plain store, the scratch is not read."""
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, D, BLOCK_D):
+        dd = d0 + offs_d
+        m = _load_rows(mat, offs_k, dd, n_k, D, EVEN_D)
+        part = tl.dot(ds, m, input_precision=PREC) * alpha
+        ptrs = acc_base + offs_r[:, None] * D + dd[None, :]
+        if EVEN_D:
+            mask = offs_r[:, None] < n_rows
+        else:
+            mask = (offs_r[:, None] < n_rows) & (dd[None, :] < D)
+        prev = tl.load(ptrs, mask=mask & accumulate, other=0.0)
+        tl.store(ptrs, prev + part, mask=mask)
+    # the next call re-reads these slices; make this program's stores visible to all its threads
+    # (a no-op for correctness when load and store layouts coincide, cheap otherwise)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _copy_rows_cast(src_base, dst_base, offs_r, n_rows, D, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr):
+    """dst[offs_r, :] = src[offs_r, :] cast to dst's dtype (fp32 scratch -> fp16/bf16 output)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, D, BLOCK_D):
+        dd = d0 + offs_d
+        x = _load_rows(src_base, offs_r, dd, n_rows, D, EVEN_D)
+        if EVEN_D:
+            mask = offs_r[:, None] < n_rows
+        else:
+            mask = (offs_r[:, None] < n_rows) & (dd[None, :] < D)
+        tl.store(dst_base + offs_r[:, None] * D + dd[None, :], x.to(dst_base.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
+                     PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q_base = Q + b * Lq * D
+    k_base = K + b * Lk * D
+    v_base = V + b * Lk * Cv
+    o_base = O + b * Lq * Cv
+    lse_base = LSE + b * Lq
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.arange(0, CV_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    c_mask = offs_c < Cv
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, CV_PAD), dtype=tl.float32)
+    if SINGLE_D:
+        q = _load_rows(q_base, offs_m, offs_d, Lq, D, EVEN_D)
+
+    for n0 in range(0, Lk, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        if SINGLE_D:
+            k = _load_rows(k_base, offs_n, offs_d, Lk, D, EVEN_D)
+            s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        else:
+            s = _dot_tiled(q_base, k_base, offs_m, offs_n, Lq, Lk, D, BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, PREC)
+        # logits in log2 units
+        s = tl.where(offs_n[None, :] < Lk, s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        corr = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * corr + tl.sum(p, 1)
+        v = tl.load(v_base + offs_n[:, None] * Cv + offs_c[None, :],
+                    mask=(offs_n[:, None] < Lk) & c_mask[None, :], other=0.0)
+        acc = acc * corr[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+        m_i = m_new
+
+    out = acc / l_i[:, None]
+    m_mask = offs_m < Lq
+    tl.store(o_base + offs_m[:, None] * Cv + offs_c[None, :], out.to(O.dtype.element_ty),
+             mask=m_mask[:, None] & c_mask[None, :])
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
+    tl.store(lse_base + offs_m, lse, mask=m_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.autotune(configs=_DQ_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
+                        ACC_IS_OUT: tl.constexpr, PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q_base = Q + b * Lq * D
+    k_base = K + b * Lk * D
+    v_base = V + b * Lk * Cv
+    o_base = O + b * Lq * Cv
+    do_base = DO + b * Lq * Cv
+    dq_base = DQ + b * Lq * D
+    dqa_base = DQ_ACC + b * Lq * D
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.arange(0, CV_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < Lq
+    c_mask = offs_c < Cv
+
+    # delta_i = sum_c dO[i, c] * O[i, c]; stored for the dK/dV kernel (launched after this one)
+    mc_mask = m_mask[:, None] & c_mask[None, :]
+    do = tl.load(do_base + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
+    o = tl.load(o_base + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    tl.store(DELTA + b * Lq + offs_m, delta, mask=m_mask)
+    lse2 = tl.load(LSE + b * Lq + offs_m, mask=m_mask, other=0.0) * 1.4426950408889634
+
+    if SINGLE_D:
+        q = _load_rows(q_base, offs_m, offs_d, Lq, D, EVEN_D)
+        dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+
+    for n0 in range(0, Lk, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        if SINGLE_D:
+            k = _load_rows(k_base, offs_n, offs_d, Lk, D, EVEN_D)
+            s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        else:
+            s = _dot_tiled(q_base, k_base, offs_m, offs_n, Lq, Lk, D, BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, PREC)
+        p = tl.exp2(s * qk_scale - lse2[:, None])
+        p = tl.where(offs_n[None, :] < Lk, p, 0.0)
+        v = tl.load(v_base + offs_n[:, None] * Cv + offs_c[None, :],
+                    mask=(offs_n[:, None] < Lk) & c_mask[None, :], other=0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = (p * (dp - delta[:, None])).to(Q.dtype.element_ty)
+        if SINGLE_D:
+            dq = tl.dot(ds, k, dq, input_precision=PREC)
+        else:
+            _acc_rows_rmw(dqa_base, k_base, ds, offs_m, offs_n, Lq, Lk, D, alpha, n0 > 0,
+                          BLOCK_D, EVEN_D, PREC)
+
+    if SINGLE_D:
+        dq = dq * alpha
+        if EVEN_D:
+            st_mask = m_mask[:, None]
+        else:
+            st_mask = m_mask[:, None] & (offs_d[None, :] < D)
+        tl.store(dq_base + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=st_mask)
+    else:
+        if not ACC_IS_OUT:
+            _copy_rows_cast(dqa_base, dq_base, offs_m, Lq, D, BLOCK_D, EVEN_D)
+
+
+@triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                          CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
+                          ACC_IS_OUT: tl.constexpr, PREC: tl.constexpr):
+    pid_n = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q_base = Q + b * Lq * D
+    k_base = K + b * Lk * D
+    v_base = V + b * Lk * Cv
+    do_base = DO + b * Lq * Cv
+    dk_base = DK + b * Lk * D
+    dv_base = DV + b * Lk * Cv
+    dka_base = DK_ACC + b * Lk * D
+    lse_base = LSE + b * Lq
+    delta_base = DELTA + b * Lq
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_c = tl.arange(0, CV_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < Lk
+    c_mask = offs_c < Cv
+
+    v = tl.load(v_base + offs_n[:, None] * Cv + offs_c[None, :], mask=n_mask[:, None] & c_mask[None, :], other=0.0)
+    dv = tl.zeros((BLOCK_N, CV_PAD), dtype=tl.float32)
+    if SINGLE_D:
+        k = _load_rows(k_base, offs_n, offs_d, Lk, D, EVEN_D)
+        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+
+    for m0 in range(0, Lq, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < Lq
+        if SINGLE_D:
+            q = _load_rows(q_base, offs_m, offs_d, Lq, D, EVEN_D)
+            st = tl.dot(k, tl.trans(q), input_precision=PREC)
+        else:
+            st = _dot_tiled(k_base, q_base, offs_n, offs_m, Lk, Lq, D, BLOCK_N, BLOCK_M, BLOCK_D, EVEN_D, PREC)
+        lse2 = tl.load(lse_base + offs_m, mask=m_mask, other=0.0) * 1.4426950408889634
+        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        pt = tl.exp2(st * qk_scale - lse2[None, :])
+        pt = tl.where(m_mask[None, :], pt, 0.0)
+        do = tl.load(do_base + offs_m[:, None] * Cv + offs_c[None, :],
+                     mask=m_mask[:, None] & c_mask[None, :], other=0.0)
+        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
+        dst = (pt * (dpt - delta[None, :])).to(Q.dtype.element_ty)
+        if SINGLE_D:
+            dk = tl.dot(dst, q, dk, input_precision=PREC)
+        else:
+            _acc_rows_rmw(dka_base, q_base, dst, offs_n, offs_m, Lk, Lq, D, alpha, m0 > 0,
+                          BLOCK_D, EVEN_D, PREC)
+
+    tl.store(dv_base + offs_n[:, None] * Cv + offs_c[None, :], dv.to(DV.dtype.element_ty),
+             mask=n_mask[:, None] & c_mask[None, :])
+    if SINGLE_D:
+        dk = dk * alpha
+        if EVEN_D:
+            st_mask = n_mask[:, None]
+        else:
+            st_mask = n_mask[:, None] & (offs_d[None, :] < D)
+        tl.store(dk_base + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=st_mask)
+    else:
+        if not ACC_IS_OUT:
+            _copy_rows_cast(dka_base, dk_base, offs_n, Lk, D, BLOCK_D, EVEN_D)
+
+
+# --------------------------------------------------------------------------------------------
+# hard match
+# --------------------------------------------------------------------------------------------
+
+
+@triton.autotune(configs=_MATCH_CONFIGS, key=["D", "BLOCK_D"])
+@triton.jit
+def _match_fwd_kernel(Q, K, IDX, BEST, Lq, Lk, D,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q_base = Q + b * Lq * D
+    k_base = K + b * Lk * D
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    best = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    idx = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    if SINGLE_D:
+        q = _load_rows(q_base, offs_m, offs_d, Lq, D, EVEN_D)
+
+    for n0 in range(0, Lk, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        if SINGLE_D:
+            k = _load_rows(k_base, offs_n, offs_d, Lk, D, EVEN_D)
+            s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        else:
+            s = _dot_tiled(q_base, k_base, offs_m, offs_n, Lq, Lk, D, BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, PREC)
+        s = tl.where(offs_n[None, :] < Lk, s, float("-inf"))
+        bmax, barg = tl.max(s, 1, return_indices=True, return_indices_tie_break_left=True)
+        upd = bmax > best  # strict: keeps the first occurrence across blocks
+        best = tl.where(upd, bmax, best)
+        idx = tl.where(upd, barg.to(tl.int32) + n0, idx)
+
+    m_mask = offs_m < Lq
+    tl.store(IDX + b * Lq + offs_m, idx.to(tl.int64), mask=m_mask)
+    tl.store(BEST + b * Lq + offs_m, best, mask=m_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Python wrappers
+# --------------------------------------------------------------------------------------------
+
+
+def _d_tiling(D):
+    p = max(16, triton.next_power_of_2(D))
+    if p <= _SINGLE_D_MAX:
+        return p, True, D == p
+    return _BLOCK_D, False, D % _BLOCK_D == 0
+
+
+def _prec(dtype):
+    return FP32_DOT_PRECISION if dtype == torch.float32 else "tf32"
+
+
+def _check(*ts):
+    dt = ts[0].dtype
+    assert dt in (torch.float32, torch.float16, torch.bfloat16), dt
+    for t in ts:
+        assert t.is_contiguous() and t.dtype == dt and t.dim() == 3
+
+
+def attention_forward(q, k, v, alpha=100.0):
+    """out (B, Lq, Cv) in q.dtype and lse (B, Lq) float32 (natural log) of softmax(alpha q k^T) v."""
+    _check(q, k, v)
+    B, Lq, D = q.shape
+    Lk, Cv = k.shape[1], v.shape[2]
+    assert k.shape == (B, Lk, D) and v.shape[:2] == (B, Lk) and 1 <= Cv <= 256
+    out = torch.empty((B, Lq, Cv), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
+    BLOCK_D, single, even = _d_tiling(D)
+    CV_PAD = max(16, triton.next_power_of_2(Cv))
+    grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
+    _attn_fwd_kernel[grid](q, k, v, out, lse, Lq, Lk, D, Cv, float(alpha) * _LOG2E,
+                           BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                           PREC=_prec(q.dtype))
+    return out, lse
+
+
+def attention_backward(q, k, v, out, lse, dout, alpha=100.0):
+    """(dq, dk, dv) of attention_forward, flash-attention-2 style (recomputes P, no Lq x Lk)."""
+    _check(q, k, v, out, dout)
+    assert lse.is_contiguous() and lse.dtype == torch.float32
+    B, Lq, D = q.shape
+    Lk, Cv = k.shape[1], v.shape[2]
+    BLOCK_D, single, even = _d_tiling(D)
+    CV_PAD = max(16, triton.next_power_of_2(Cv))
+    prec = _prec(q.dtype)
+    alpha = float(alpha)
+    qk_scale = alpha * _LOG2E
+
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    delta = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
+    acc_is_out = single or q.dtype == torch.float32
+    if acc_is_out:
+        dq_acc, dk_acc = dq, dk  # fp32 outputs double as accumulators (unused when single)
+    else:
+        dq_acc = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        dk_acc = torch.empty(k.shape, device=k.device, dtype=torch.float32)
+
+    grid_q = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
+    _attn_bwd_dq_kernel[grid_q](q, k, v, out, dout, lse, delta, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+                                BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                                ACC_IS_OUT=acc_is_out, PREC=prec)
+    grid_k = lambda meta: (triton.cdiv(Lk, meta["BLOCK_N"]), B)
+    _attn_bwd_dkdv_kernel[grid_k](q, k, v, dout, lse, delta, dk, dv, dk_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+                                  BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                                  ACC_IS_OUT=acc_is_out, PREC=prec)
+    return dq, dk, dv
+
+
+def match_forward(q, k):
+    """index (B, Lq) int64 = argmax_j <q_i, k_j> and best (B, Lq) float32 = that maximum."""
+    _check(q, k)
+    B, Lq, D = q.shape
+    Lk = k.shape[1]
+    assert k.shape == (B, Lk, D)
+    index = torch.empty((B, Lq), device=q.device, dtype=torch.int64)
+    best = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
+    BLOCK_D, single, even = _d_tiling(D)
+    grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
+    _match_fwd_kernel[grid](q, k, index, best, Lq, Lk, D, BLOCK_D=BLOCK_D, SINGLE_D=single, EVEN_D=even,
+                            PREC=_prec(q.dtype))
+    return index, best

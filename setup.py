@@ -1,0 +1,145 @@
+"""Build of exsynth's compiled parts.
+
+- exsynth._C: C++17/OpenMP CPU kernels, always built. Each SIMD level
+  (baseline, AVX2+FMA, AVX-512) is its own translation unit chosen at run
+  time, so the default build needs no -march=native.
+- exsynth._C_cuda: CUDA C++ kernels, built only where nvcc and a CUDA-enabled
+  torch are found. EXSYNTH_CUDA=1 forces it on, EXSYNTH_CUDA=0 off.
+
+Neither includes torch headers: kernels take raw pointers, Python wires
+tensors, streams and autograd.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ParallelCompile("EXSYNTH_BUILD_JOBS", default=0).install()
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cpu_extension():
+    sources = ["csrc/bindings_cpu.cpp", "csrc/cpu/dispatch.cpp"] + [
+        f"csrc/cpu/isa_{isa}.cpp" for isa in ("base", "avx2", "avx512")
+    ]
+    return Pybind11Extension(
+        "exsynth._C",
+        sources,
+        include_dirs=["csrc", "csrc/cpu"],
+        cxx_std=17,
+        # fp-contract lets the micro-kernel's a*b+c become FMAs in ISO C++ mode.
+        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=fast"],
+        extra_link_args=["-fopenmp"],
+    )
+
+
+def _torch_cuda_version():
+    """CUDA version of the torch that will import exsynth, or None.
+
+    Under pip's build isolation torch is not importable here; ask the
+    interpreter with the isolation variables removed instead.
+    """
+    try:
+        import torch  # noqa: F401
+
+        return torch.version.cuda
+    except ImportError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.version.cuda)"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else "None"
+    return None if value == "None" else value
+
+
+def _nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+        return os.path.join(home, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def _want_cuda():
+    flag = os.environ.get("EXSYNTH_CUDA", "auto").lower()
+    if flag in ("0", "off", "false", "no"):
+        return False
+    nvcc = _nvcc()
+    if flag in ("1", "on", "true", "yes"):
+        if nvcc is None:
+            raise RuntimeError("EXSYNTH_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+        return True
+    return nvcc is not None and _torch_cuda_version() is not None
+
+
+CUDA_SOURCES_DIR = os.path.join("csrc", "cuda")
+CUDA_ARCHS = os.environ.get("EXSYNTH_CUDA_ARCHS", "80;90").split(";")
+
+
+def _cuda_extension():
+    return Pybind11Extension(
+        "exsynth._C_cuda",
+        ["csrc/bindings_cuda.cpp"],
+        include_dirs=["csrc"],
+        cxx_std=17,
+        extra_compile_args=["-O3"],
+    )
+
+
+class BuildExt(build_ext):
+    """Compiles .cu files with nvcc and links them into exsynth._C_cuda."""
+
+    def build_extension(self, ext):
+        if ext.name == "exsynth._C_cuda":
+            nvcc = _nvcc()
+            cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+            objects = []
+            build_dir = os.path.join(self.build_temp, "cuda")
+            os.makedirs(build_dir, exist_ok=True)
+            gencode = []
+            for arch in CUDA_ARCHS:
+                gencode += [f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+            for name in sorted(os.listdir(CUDA_SOURCES_DIR)):
+                if not name.endswith(".cu"):
+                    continue
+                src = os.path.join(CUDA_SOURCES_DIR, name)
+                obj = os.path.join(build_dir, name + ".o")
+                cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                       "--use_fast_math", "-Icsrc", *gencode]
+                print(" ".join(cmd))
+                subprocess.check_call(cmd)
+                objects.append(obj)
+            ext.extra_objects = objects
+            ext.library_dirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib")]
+            ext.include_dirs = ext.include_dirs + [os.path.join(cuda_home, "include")]
+            ext.libraries = ["cudart"]
+            ext.runtime_library_dirs = ext.library_dirs
+        super().build_extension(ext)
+
+
+ext_modules = [_cpu_extension()]
+if os.path.isdir(CUDA_SOURCES_DIR) and any(f.endswith(".cu") for f in os.listdir(CUDA_SOURCES_DIR)):
+    if _want_cuda():
+        ext_modules.append(_cuda_extension())
+
+setup(
+    packages=[
+        "exsynth",
+        "exsynth.ops",
+        "exsynth.ops.backends",
+        "exsynth.kernels",
+    ],
+    package_dir={"exsynth.kernels": "kernels"},
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": BuildExt},
+    zip_safe=False,
+)
