@@ -8,9 +8,12 @@ everything and is the oracle the others are tested against.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import torch
+
+from .backends import cpu as _cpu
+from .backends import cuda as _cuda
+from .backends import triton as _triton
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 
@@ -33,8 +36,11 @@ class BackendInfo:
     reason: str
 
 
+_MODULES = {"cpu": _cpu, "triton": _triton, "cuda": _cuda}
+
+
 def _module(name: str):
-    return importlib.import_module(f"exsynth.ops.backends.{name}")
+    return _MODULES[name]
 
 
 def backends() -> dict[str, BackendInfo]:

@@ -148,12 +148,12 @@ def _warp(op, query, key, value, alpha, patch_size, center, backend, return_lse)
         return reference.correlation_warp(query, key, value, alpha=alpha, patch_size=patch_size,
                                           center=center, return_lse=return_lse)
     B, _, Hq, Wq = query.shape
-    dtype = query.dtype
+    dtype = _dispatch.implementation(name).compute_dtype(query.dtype)
     q = _features(query, patch_size, center, dtype)
     k = _features(key, patch_size, center, dtype)
-    v = value.flatten(2).transpose(1, 2).contiguous()
+    v = value.flatten(2).transpose(1, 2).to(dtype).contiguous()
     out, lse = _corr_attention(q, k, v, alpha, name, _in_op_checks())
-    out = out.transpose(1, 2).reshape(B, -1, Hq, Wq)
+    out = out.transpose(1, 2).reshape(B, -1, Hq, Wq).to(value.dtype)
     if return_lse:
         return out, lse.reshape(B, Hq, Wq)
     return out
@@ -203,8 +203,9 @@ def correlation_match(query: torch.Tensor, key: torch.Tensor, *, patch_size: int
     if name == "reference":
         return reference.correlation_match(query, key, patch_size=patch_size, center=center)
     B, _, Hq, Wq = query.shape
+    dtype = _dispatch.implementation(name).compute_dtype(query.dtype)
     with torch.no_grad():
-        q = _features(query, patch_size, center, query.dtype)
-        k = _features(key, patch_size, center, query.dtype)
+        q = _features(query, patch_size, center, dtype)
+        k = _features(key, patch_size, center, dtype)
         index, best = _corr_match(q, k, name, _in_op_checks())
     return index.reshape(B, Hq, Wq), best.to(query.dtype).reshape(B, Hq, Wq)

@@ -2,12 +2,10 @@
 and a CUDA-enabled torch were present at install time)."""
 from __future__ import annotations
 
-import functools
 
 import torch
 
 
-@functools.cache
 def _load():
     if not torch.cuda.is_available():
         why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU visible"
@@ -20,9 +18,12 @@ def _load():
     return _C_cuda, "CUDA C++ kernels"
 
 
+# Probed once at import: status() must stay plain Python for torch.compile.
+_STATUS = _load()
+
+
 def status():
-    mod, reason = _load()
-    return mod is not None, reason
+    return _STATUS[0] is not None, _STATUS[1]
 
 
 def supports(device: torch.device, dtype: torch.dtype):

@@ -6,7 +6,6 @@ imported) on CPU tensors, float32 only; that is for tests, not speed.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 
@@ -16,10 +15,14 @@ _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return _INTERPRETING
 
 
-@functools.cache
+# The interpreter must be chosen before the kernels are defined, so the
+# variable is read once, when exsynth is imported.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def _triton():
     try:
         import triton
@@ -32,9 +35,12 @@ def _triton():
     return None, f"triton {triton.__version__} installed but no CUDA GPU (TRITON_INTERPRET=1 runs the interpreter)"
 
 
+# Probed once at import: status() must stay plain Python for torch.compile.
+_STATUS = _triton()
+
+
 def status():
-    mod, reason = _triton()
-    return mod is not None, reason
+    return _STATUS[0] is not None, _STATUS[1]
 
 
 def supports(device: torch.device, dtype: torch.dtype):
@@ -43,6 +49,11 @@ def supports(device: torch.device, dtype: torch.dtype):
     if device.type == "cpu" and interpreting():
         return None if dtype == torch.float32 else f"the interpreter path supports float32, got {dtype}"
     return f"needs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got device {device}"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Kernels run in the input dtype (bf16/fp16 tensor cores on GPU)."""
+    return dtype
 
 
 def kernels(name: str):
