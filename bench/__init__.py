@@ -1,0 +1,1 @@
+"""exsynth benchmark suite: `python -m bench <op> [options]` from the repo root."""

@@ -1,0 +1,52 @@
+"""Benchmark runner: `python -m bench correlation [--quick] [--device cuda]`.
+
+Prints a table (speed ratios against the anchors measured in the same run,
+peak memory) and writes JSON with the environment and command.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from . import common
+
+OPS = ("correlation",)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("op", choices=OPS)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--quick", action="store_true", help="a small sweep that runs in about a minute")
+    p.add_argument("--hw", type=int, nargs="*", help="sizes H*W (squares)")
+    p.add_argument("--d", type=int, nargs="*", help="feature dims D (2304 means 256 ch x 3x3 patches)")
+    p.add_argument("--cv", type=int, nargs="*", help="value channels")
+    p.add_argument("--batch", type=int, default=None, help="default 1 on CPU, 8 on GPU")
+    p.add_argument("--modes", nargs="*", default=["fwd", "fwdbwd"], choices=("fwd", "fwdbwd"))
+    p.add_argument("--only", nargs="*", help="only these implementations")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of timing per case")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/<op>-<device>.json)")
+    args = p.parse_args(argv)
+
+    from . import correlation
+
+    module = {"correlation": correlation}[args.op]
+    device = torch.device(args.device)
+    env = common.environment(device)
+    print(f"# {args.op} on {env.get('gpu') or env['cpu']} ({env['device']}, {env['threads']} threads, "
+          f"torch {env['torch']}, isa {env['cpu_isa']})", flush=True)
+    rows, _ = module.run(args)
+    out = args.out or os.path.join("bench", "results", f"{args.op}-{device.type}.json")
+    common.write_json(out, env, rows)
+    print(f"# wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
