@@ -69,4 +69,71 @@ PYBIND11_MODULE(_C, m) {
             match_forward<float>(P<float>(q), P<float>(k), P<int64_t>(index), P<float>(best), B,
                                  Lq, Lk, D, nthreads);
         });
+
+  // Pointers may be 0 for optional tensors (gamma/beta, dy, dmean, dstd, gate).
+  m.def("pono_forward",
+        [](std::uintptr_t x, std::uintptr_t gamma, std::uintptr_t beta, std::uintptr_t y,
+           std::uintptr_t mean, std::uintptr_t std_, int64_t B, int64_t Bg, int64_t C, int64_t L,
+           double eps, const std::string& dtype, int nthreads) {
+          const bool dbl = is_double(dtype);
+          py::gil_scoped_release nogil;
+          if (dbl)
+            pono_forward<double>(P<double>(x), P<double>(gamma), P<double>(beta), P<double>(y),
+                                 P<double>(mean), P<double>(std_), B, Bg, C, L, eps, nthreads);
+          else
+            pono_forward<float>(P<float>(x), P<float>(gamma), P<float>(beta), P<float>(y),
+                                P<float>(mean), P<float>(std_), B, Bg, C, L, eps, nthreads);
+        });
+
+  m.def("pono_backward",
+        [](std::uintptr_t x, std::uintptr_t mean, std::uintptr_t std_, std::uintptr_t dy,
+           std::uintptr_t dmean, std::uintptr_t dstd, std::uintptr_t gamma, std::uintptr_t dx,
+           std::uintptr_t dgamma, std::uintptr_t dbeta, int64_t B, int64_t Bg, int64_t C,
+           int64_t L, const std::string& dtype, int nthreads) {
+          const bool dbl = is_double(dtype);
+          py::gil_scoped_release nogil;
+          if (dbl)
+            pono_backward<double>(P<double>(x), P<double>(mean), P<double>(std_), P<double>(dy),
+                                  P<double>(dmean), P<double>(dstd), P<double>(gamma),
+                                  P<double>(dx), P<double>(dgamma), P<double>(dbeta), B, Bg, C, L,
+                                  nthreads);
+          else
+            pono_backward<float>(P<float>(x), P<float>(mean), P<float>(std_), P<float>(dy),
+                                 P<float>(dmean), P<float>(dstd), P<float>(gamma), P<float>(dx),
+                                 P<float>(dgamma), P<float>(dbeta), B, Bg, C, L, nthreads);
+        });
+
+  m.def("msca_forward",
+        [](std::uintptr_t F, std::uintptr_t S, std::uintptr_t G, std::uintptr_t gate,
+           std::uintptr_t out, std::uintptr_t V, std::uintptr_t stats, int64_t B, int64_t N,
+           int64_t K, int64_t L, const std::string& dtype, int nthreads) {
+          const bool dbl = is_double(dtype);
+          py::gil_scoped_release nogil;
+          if (dbl)
+            msca_forward<double>(P<double>(F), P<double>(S), P<double>(G), P<double>(gate),
+                                 P<double>(out), P<double>(V), P<double>(stats), B, N, K, L,
+                                 nthreads);
+          else
+            msca_forward<float>(P<float>(F), P<float>(S), P<float>(G), P<float>(gate),
+                                P<float>(out), P<float>(V), P<float>(stats), B, N, K, L, nthreads);
+        });
+
+  m.def("msca_backward",
+        [](std::uintptr_t F, std::uintptr_t S, std::uintptr_t G, std::uintptr_t gate,
+           std::uintptr_t V, std::uintptr_t stats, std::uintptr_t dout, std::uintptr_t dF,
+           std::uintptr_t dS, std::uintptr_t dG, std::uintptr_t dgate, int64_t B, int64_t N,
+           int64_t K, int64_t L, const std::string& dtype, int nthreads) {
+          const bool dbl = is_double(dtype);
+          py::gil_scoped_release nogil;
+          if (dbl)
+            msca_backward<double>(P<double>(F), P<double>(S), P<double>(G), P<double>(gate),
+                                  P<double>(V), P<double>(stats), P<double>(dout), P<double>(dF),
+                                  P<double>(dS), P<double>(dG), P<double>(dgate), B, N, K, L,
+                                  nthreads);
+          else
+            msca_backward<float>(P<float>(F), P<float>(S), P<float>(G), P<float>(gate),
+                                 P<float>(V), P<float>(stats), P<float>(dout), P<float>(dF),
+                                 P<float>(dS), P<float>(dG), P<float>(dgate), B, N, K, L,
+                                 nthreads);
+        });
 }

@@ -5,7 +5,7 @@
 // register-blocked micro-kernel (MR x NR tile, B operand packed in NR-wide
 // panels), plus a vectorised exp.
 //
-// Included by correlation_<isa>.cpp inside namespace exsynth::cpu::<isa>
+// Included by isa_<name>.cpp (via instantiate.h) inside namespace exsynth::cpu::<isa>
 // after simd.h. Layouts (all row-major, contiguous):
 //   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv), out (B, Lq, Cv), lse (B, Lq).
 

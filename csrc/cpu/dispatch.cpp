@@ -80,21 +80,52 @@ void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, i
   EXSYNTH_ISA_SWITCH(match_forward<T>(q, k, index, best, B, Lq, Lk, D, nthreads))
 }
 
-template void attention_forward<float>(const float*, const float*, const float*, float*, float*,
-                                       int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
-template void attention_forward<double>(const double*, const double*, const double*, double*,
-                                        double*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                        double, int);
-template void attention_backward<float>(const float*, const float*, const float*, const float*,
-                                        const float*, const float*, float*, float*, float*,
-                                        int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
-template void attention_backward<double>(const double*, const double*, const double*,
-                                         const double*, const double*, const double*, double*,
-                                         double*, double*, int64_t, int64_t, int64_t, int64_t,
-                                         int64_t, double, int);
-template void match_forward<float>(const float*, const float*, int64_t*, float*, int64_t, int64_t,
-                                   int64_t, int64_t, int);
-template void match_forward<double>(const double*, const double*, int64_t*, double*, int64_t,
-                                    int64_t, int64_t, int64_t, int);
+template <typename T>
+void pono_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* std, int64_t B,
+                  int64_t Bg, int64_t C, int64_t L, double eps, int nthreads) {
+  EXSYNTH_ISA_SWITCH(pono_forward<T>(x, gamma, beta, y, mean, std, B, Bg, C, L, eps, nthreads))
+}
+
+template <typename T>
+void pono_backward(const T* x, const T* mean, const T* std, const T* dy, const T* dmean,
+                   const T* dstd, const T* gamma, T* dx, T* dgamma, T* dbeta, int64_t B,
+                   int64_t Bg, int64_t C, int64_t L, int nthreads) {
+  EXSYNTH_ISA_SWITCH(pono_backward<T>(x, mean, std, dy, dmean, dstd, gamma, dx, dgamma, dbeta, B,
+                                      Bg, C, L, nthreads))
+}
+
+template <typename T>
+void msca_forward(const T* F, const T* S, const T* G, const T* gate, T* out, T* V, T* stats,
+                  int64_t B, int64_t N, int64_t K, int64_t L, int nthreads) {
+  EXSYNTH_ISA_SWITCH(msca_forward<T>(F, S, G, gate, out, V, stats, B, N, K, L, nthreads))
+}
+
+template <typename T>
+void msca_backward(const T* F, const T* S, const T* G, const T* gate, const T* V, const T* stats,
+                   const T* dout, T* dF, T* dS, T* dG, T* dgate, int64_t B, int64_t N, int64_t K,
+                   int64_t L, int nthreads) {
+  EXSYNTH_ISA_SWITCH(msca_backward<T>(F, S, G, gate, V, stats, dout, dF, dS, dG, dgate, B, N, K,
+                                      L, nthreads))
+}
+
+#define EXSYNTH_INSTANTIATE(T)                                                                    \
+  template void attention_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,      \
+                                     int64_t, int64_t, int64_t, T, int);                         \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, \
+                                      T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, \
+                                      int);                                                       \
+  template void match_forward<T>(const T*, const T*, int64_t*, T*, int64_t, int64_t, int64_t,    \
+                                 int64_t, int);                                                   \
+  template void pono_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,      \
+                                int64_t, int64_t, double, int);                                  \
+  template void pono_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,      \
+                                 const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int);   \
+  template void msca_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,      \
+                                int64_t, int64_t, int64_t, int);                                 \
+  template void msca_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,      \
+                                 const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,    \
+                                 int);
+EXSYNTH_INSTANTIATE(float)
+EXSYNTH_INSTANTIATE(double)
 
 }}  // namespace exsynth::cpu

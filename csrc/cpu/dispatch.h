@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels.h"
+
 namespace exsynth { namespace cpu {
 
 enum class Isa : int { base = 0, avx2 = 1, avx512 = 2 };
@@ -21,5 +23,6 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
 template <typename T>
 void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, int64_t Lq,
                    int64_t Lk, int64_t D, int nthreads);
+EXSYNTH_DECLARE_NORM_MSCA
 
 }}  // namespace exsynth::cpu

@@ -3,6 +3,22 @@
 #pragma once
 #include <cstdint>
 
+#define EXSYNTH_DECLARE_NORM_MSCA                                                              \
+  template <typename T>                                                                        \
+  void pono_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* std,          \
+                    int64_t B, int64_t Bg, int64_t C, int64_t L, double eps, int nthreads);    \
+  template <typename T>                                                                        \
+  void pono_backward(const T* x, const T* mean, const T* std, const T* dy, const T* dmean,     \
+                     const T* dstd, const T* gamma, T* dx, T* dgamma, T* dbeta, int64_t B,     \
+                     int64_t Bg, int64_t C, int64_t L, int nthreads);                          \
+  template <typename T>                                                                        \
+  void msca_forward(const T* F, const T* S, const T* G, const T* gate, T* out, T* V, T* stats,  \
+                    int64_t B, int64_t N, int64_t K, int64_t L, int nthreads);                 \
+  template <typename T>                                                                        \
+  void msca_backward(const T* F, const T* S, const T* G, const T* gate, const T* V,            \
+                     const T* stats, const T* dout, T* dF, T* dS, T* dG, T* dgate, int64_t B,  \
+                     int64_t N, int64_t K, int64_t L, int nthreads);
+
 #define EXSYNTH_DECLARE_CPU_KERNELS(ISA)                                                        \
   namespace exsynth { namespace cpu { namespace ISA {                                          \
   template <typename T>                                                                        \
@@ -15,6 +31,7 @@
   template <typename T>                                                                        \
   void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, int64_t Lq,   \
                      int64_t Lk, int64_t D, int nthreads);                                     \
+  EXSYNTH_DECLARE_NORM_MSCA                                                                    \
   }}}
 
 EXSYNTH_DECLARE_CPU_KERNELS(base)

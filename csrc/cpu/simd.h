@@ -1,7 +1,7 @@
 // Portable SIMD building blocks on GCC/Clang vector extensions.
 //
 // This header is included by each instruction-set translation unit
-// (correlation_<isa>.cpp) *after* `#pragma GCC target(...)`, inside the
+// (isa_<name>.cpp) *after* `#pragma GCC target(...)`, inside the
 // namespace of that instruction set, so the same source compiles to SSE2,
 // AVX2+FMA and AVX-512 code without -march=native. EXSYNTH_VBYTES is the
 // vector width in bytes (16, 32 or 64).

@@ -3,6 +3,8 @@ reference (``exsynth.ops.reference``) and backends chosen by ``backend=``."""
 from ._dispatch import BackendInfo, BackendUnavailableError, backends
 from ._validate import set_finite_checks
 from .correlation import correlation_match, correlation_warp, cycle_warp
+from .msca import msca_attention
+from .normalization import pn_modulate, positional_norm
 
 __all__ = [
     "BackendInfo",
@@ -12,4 +14,7 @@ __all__ = [
     "correlation_warp",
     "cycle_warp",
     "correlation_match",
+    "positional_norm",
+    "pn_modulate",
+    "msca_attention",
 ]

@@ -78,3 +78,22 @@ def finite(op: str, **tensors: torch.Tensor) -> None:
         return
     bad = [n for n, ok in zip(names, flags.tolist()) if not ok]
     raise ValueError(f"{op}: {', '.join(bad)} contain(s) NaN or Inf values")
+
+
+def accum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the statistics the kernels save (lse, mean/std, ...)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def positive_int_dim(op: str, what: str, name: str, size: int, minimum: int) -> None:
+    if size < minimum:
+        raise ValueError(f"{op}: {what} of {name} must be at least {minimum}, got {size}")
+
+
+def in_op_checks() -> bool:
+    """Whether a custom op scans its own inputs for NaN/Inf at run time.
+
+    Eager calls scan the raw inputs up front (clear names); a compiled graph
+    skips that Python check, so the op does it instead.
+    """
+    return torch.compiler.is_compiling() and _FINITE_CHECKS

@@ -31,10 +31,6 @@ def _features(x: torch.Tensor, patch_size: int, center: bool, dtype: torch.dtype
     return f.to(dtype).contiguous()
 
 
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 # ---- custom ops: the fused core on (B, L, D) features ---------------------------------------
 
 @torch.library.custom_op("exsynth::corr_attention", mutates_args=())
@@ -48,7 +44,7 @@ def _corr_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: fl
 @_corr_attention.register_fake
 def _(q, k, v, alpha, backend, check_finite):
     B, Lq, _ = q.shape
-    return q.new_empty(B, Lq, v.shape[2]), q.new_empty(B, Lq, dtype=_lse_dtype(q.dtype))
+    return q.new_empty(B, Lq, v.shape[2]), q.new_empty(B, Lq, dtype=_validate.accum_dtype(q.dtype))
 
 
 @torch.library.custom_op("exsynth::corr_attention_backward", mutates_args=())
@@ -98,13 +94,7 @@ def _corr_match(q: torch.Tensor, k: torch.Tensor, backend: str,
 @_corr_match.register_fake
 def _(q, k, backend, check_finite):
     B, Lq, _ = q.shape
-    return q.new_empty(B, Lq, dtype=torch.int64), q.new_empty(B, Lq, dtype=_lse_dtype(q.dtype))
-
-
-def _in_op_checks() -> bool:
-    # Eager calls scan the raw inputs up front (clear names); a compiled graph
-    # skips that Python check, so the op scans its own inputs at run time.
-    return torch.compiler.is_compiling() and _validate.finite_checks_enabled()
+    return q.new_empty(B, Lq, dtype=torch.int64), q.new_empty(B, Lq, dtype=_validate.accum_dtype(q.dtype))
 
 
 # ---- argument checks -------------------------------------------------------------------------
@@ -152,7 +142,7 @@ def _warp(op, query, key, value, alpha, patch_size, center, backend, return_lse)
     q = _features(query, patch_size, center, dtype)
     k = _features(key, patch_size, center, dtype)
     v = value.flatten(2).transpose(1, 2).to(dtype).contiguous()
-    out, lse = _corr_attention(q, k, v, alpha, name, _in_op_checks())
+    out, lse = _corr_attention(q, k, v, alpha, name, _validate.in_op_checks())
     out = out.transpose(1, 2).reshape(B, -1, Hq, Wq).to(value.dtype)
     if return_lse:
         return out, lse.reshape(B, Hq, Wq)
@@ -207,5 +197,5 @@ def correlation_match(query: torch.Tensor, key: torch.Tensor, *, patch_size: int
     with torch.no_grad():
         q = _features(query, patch_size, center, dtype)
         k = _features(key, patch_size, center, dtype)
-        index, best = _corr_match(q, k, name, _in_op_checks())
+        index, best = _corr_match(q, k, name, _validate.in_op_checks())
     return index.reshape(B, Hq, Wq), best.to(query.dtype).reshape(B, Hq, Wq)

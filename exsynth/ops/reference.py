@@ -67,3 +67,36 @@ def correlation_match(query, key, *, patch_size=1, center=True):
     corr = correlation_matrix(query, key, patch_size=patch_size, center=center)
     best, index = corr.max(dim=-1)
     return index.reshape(B, Hq, Wq), best.reshape(B, Hq, Wq).to(query.dtype)
+
+
+def positional_norm(x, *, eps=1e-5):
+    """PONO: normalise each (b, h, w) over channels; std uses the unbiased
+    variance, as the PONO and CoCosNet code (torch.var default) do.
+    Returns (y, mean, std) with mean/std of shape (B, 1, H, W)."""
+    mean = x.mean(dim=1, keepdim=True)
+    std = (x.var(dim=1, keepdim=True) + eps).sqrt()
+    return (x - mean) / std, mean, std
+
+
+def pn_modulate(x, gamma, beta, *, eps=1e-5):
+    """CoCosNet's SPADE with PONO: positional_norm(x) * (1 + gamma) + beta."""
+    y, _, _ = positional_norm(x, eps=eps)
+    return y * (1 + gamma) + beta
+
+
+def msca_attention(value, spatial_logits, channel_logits, gate=None, *, return_attention=False):
+    """MSCA's decoupled attention (Eq. 4-8). value (B, N, H, W), logits
+    (B, K, H, W), gate (B, K) or None -> out (B, N, H, W); with
+    return_attention also alpha (spatial softmax over H*W per k) and beta
+    (channel softmax over K per position), both (B, K, H, W)."""
+    B, N, H, W = value.shape
+    K = spatial_logits.shape[1]
+    alpha = torch.softmax(spatial_logits.flatten(2), dim=-1)  # (B, K, L)
+    v = torch.bmm(value.flatten(2), alpha.transpose(1, 2))  # (B, N, K)
+    if gate is not None:
+        v = v * gate[:, None, :]
+    beta = torch.softmax(channel_logits.flatten(2), dim=1)  # (B, K, L)
+    out = torch.bmm(v, beta).reshape(B, N, H, W)
+    if return_attention:
+        return out, alpha.reshape(B, K, H, W), beta.reshape(B, K, H, W)
+    return out

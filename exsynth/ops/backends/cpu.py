@@ -90,3 +90,87 @@ def match_forward(q, k):
     _ext().corr_match_forward(q.data_ptr(), k.data_ptr(), index.data_ptr(), best.data_ptr(),
                               B, Lq, Lk, D, _dtype_name(q), torch.get_num_threads())
     return index, best
+
+
+def _ptr(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def positional_norm_forward(x, eps):
+    dtype = x.dtype
+    x = _work_dtype(x)
+    B, C, L = x.shape
+    y = torch.empty_like(x)
+    mean, std = torch.empty(B, L, dtype=x.dtype), torch.empty(B, L, dtype=x.dtype)
+    _ext().pono_forward(x.data_ptr(), 0, 0, y.data_ptr(), mean.data_ptr(), std.data_ptr(),
+                        B, 1, C, L, float(eps), _dtype_name(x), torch.get_num_threads())
+    return y.to(dtype), mean, std
+
+
+def positional_norm_backward(x, mean, std, dy, dmean, dstd):
+    dtype = x.dtype
+    x = _work_dtype(x)
+    cast = lambda t: None if t is None else t.to(x.dtype).contiguous()
+    mean, std, dy, dmean, dstd = map(cast, (mean, std, dy, dmean, dstd))
+    B, C, L = x.shape
+    dx = torch.empty_like(x)
+    _ext().pono_backward(x.data_ptr(), mean.data_ptr(), std.data_ptr(), _ptr(dy), _ptr(dmean),
+                         _ptr(dstd), 0, dx.data_ptr(), 0, 0, B, 1, C, L, _dtype_name(x),
+                         torch.get_num_threads())
+    return dx.to(dtype)
+
+
+def pn_modulate_forward(x, gamma, beta, eps):
+    dtype = x.dtype
+    x, gamma, beta = _work_dtype(x), _work_dtype(gamma), _work_dtype(beta)
+    B, C, L = x.shape
+    out = torch.empty_like(x)
+    mean, std = torch.empty(B, L, dtype=x.dtype), torch.empty(B, L, dtype=x.dtype)
+    _ext().pono_forward(x.data_ptr(), gamma.data_ptr(), beta.data_ptr(), out.data_ptr(),
+                        mean.data_ptr(), std.data_ptr(), B, gamma.shape[0], C, L, float(eps),
+                        _dtype_name(x), torch.get_num_threads())
+    return out.to(dtype), mean, std
+
+
+def pn_modulate_backward(x, gamma, mean, std, dout):
+    dtypes = (x.dtype, gamma.dtype)
+    x, gamma, dout = _work_dtype(x), _work_dtype(gamma), _work_dtype(dout)
+    mean, std = mean.to(x.dtype).contiguous(), std.to(x.dtype).contiguous()
+    B, C, L = x.shape
+    dx, dgamma, dbeta = torch.empty_like(x), torch.empty_like(gamma), torch.empty_like(gamma)
+    _ext().pono_backward(x.data_ptr(), mean.data_ptr(), std.data_ptr(), dout.data_ptr(), 0, 0,
+                         gamma.data_ptr(), dx.data_ptr(), dgamma.data_ptr(), dbeta.data_ptr(),
+                         B, gamma.shape[0], C, L, _dtype_name(x), torch.get_num_threads())
+    return dx.to(dtypes[0]), dgamma.to(dtypes[1]), dbeta.to(dtypes[1])
+
+
+def msca_forward(value, spatial, channel, gate):
+    dtype = value.dtype
+    value, spatial, channel = _work_dtype(value), _work_dtype(spatial), _work_dtype(channel)
+    gate = None if gate is None else _work_dtype(gate)
+    B, N, L = value.shape
+    K = spatial.shape[1]
+    out = torch.empty_like(value)
+    V = torch.empty(B, N, K, dtype=value.dtype)
+    stats = torch.empty(B, K, 2, dtype=value.dtype)
+    _ext().msca_forward(value.data_ptr(), spatial.data_ptr(), channel.data_ptr(), _ptr(gate),
+                        out.data_ptr(), V.data_ptr(), stats.data_ptr(), B, N, K, L,
+                        _dtype_name(value), torch.get_num_threads())
+    return out.to(dtype), V, stats
+
+
+def msca_backward(value, spatial, channel, gate, V, stats, dout):
+    dtype = value.dtype
+    value, spatial, channel, dout = map(_work_dtype, (value, spatial, channel, dout))
+    gate = None if gate is None else _work_dtype(gate)
+    V, stats = V.to(value.dtype).contiguous(), stats.to(value.dtype).contiguous()
+    B, N, L = value.shape
+    K = spatial.shape[1]
+    dvalue, dspatial, dchannel = (torch.empty_like(t) for t in (value, spatial, channel))
+    dgate = None if gate is None else torch.empty_like(gate)
+    _ext().msca_backward(value.data_ptr(), spatial.data_ptr(), channel.data_ptr(), _ptr(gate),
+                         V.data_ptr(), stats.data_ptr(), dout.data_ptr(), dvalue.data_ptr(),
+                         dspatial.data_ptr(), dchannel.data_ptr(), _ptr(dgate), B, N, K, L,
+                         _dtype_name(value), torch.get_num_threads())
+    grads = (dvalue, dspatial, dchannel, dgate)
+    return tuple(None if g is None else g.to(dtype) for g in grads)
