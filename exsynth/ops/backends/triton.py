@@ -71,3 +71,27 @@ def attention_backward(q, k, v, lse, delta, dout, alpha):
 
 def match_forward(q, k):
     return kernels("correlation").match_forward(q, k)
+
+
+def positional_norm_forward(x, eps):
+    return kernels("pono").positional_norm_forward(x, float(eps))
+
+
+def positional_norm_backward(x, mean, std, dy, dmean, dstd):
+    return kernels("pono").positional_norm_backward(x, mean, std, dy, dmean, dstd)
+
+
+def pn_modulate_forward(x, gamma, beta, eps):
+    return kernels("pono").pn_modulate_forward(x, gamma, beta, float(eps))
+
+
+def pn_modulate_backward(x, gamma, mean, std, dout):
+    return kernels("pono").pn_modulate_backward(x, gamma, mean, std, dout)
+
+
+def msca_forward(value, spatial, channel, gate):
+    return kernels("msca").msca_forward(value, spatial, channel, gate)
+
+
+def msca_backward(value, spatial, channel, gate, V, stats, dout):
+    return kernels("msca").msca_backward(value, spatial, channel, gate, V, stats, dout)
