@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ParallelCompile("EXSYNTH_BUILD_JOBS", default=0).install()
@@ -132,12 +132,7 @@ if os.path.isdir(CUDA_SOURCES_DIR) and any(f.endswith(".cu") for f in os.listdir
         ext_modules.append(_cuda_extension())
 
 setup(
-    packages=[
-        "exsynth",
-        "exsynth.ops",
-        "exsynth.ops.backends",
-        "exsynth.kernels",
-    ],
+    packages=find_packages(include=["exsynth", "exsynth.*"]) + ["exsynth.kernels"],
     package_dir={"exsynth.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
