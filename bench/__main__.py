@@ -13,7 +13,7 @@ import torch
 
 from . import common
 
-OPS = ("correlation",)
+OPS = ("correlation", "pn_modulate", "msca")
 
 
 def main(argv=None):
@@ -25,7 +25,14 @@ def main(argv=None):
     p.add_argument("--hw", type=int, nargs="*", help="sizes H*W (squares)")
     p.add_argument("--d", type=int, nargs="*", help="feature dims D (2304 means 256 ch x 3x3 patches)")
     p.add_argument("--cv", type=int, nargs="*", help="value channels")
-    p.add_argument("--batch", type=int, default=None, help="default 1 on CPU, 8 on GPU")
+    p.add_argument("--c", type=int, nargs="*", help="pn_modulate channels")
+    p.add_argument("--n", type=int, nargs="*", help="msca value channels N")
+    p.add_argument("--k", type=int, nargs="*", help="msca attention maps K")
+    p.add_argument("--side", type=int, nargs="*", help="pn_modulate/msca spatial side (H = W)")
+    p.add_argument("--max-tensor-mib", type=float, default=512.0,
+                   help="skip pn_modulate/msca sizes whose main tensor is larger")
+    p.add_argument("--batch", type=int, default=None,
+                   help="default: correlation 1 on CPU, 8 on GPU; pn_modulate/msca 8")
     p.add_argument("--modes", nargs="*", default=["fwd", "fwdbwd"], choices=("fwd", "fwdbwd"))
     p.add_argument("--only", nargs="*", help="only these implementations")
     p.add_argument("--rounds", type=int, default=5)
@@ -34,14 +41,18 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON path (default bench/results/<op>-<device>.json)")
     args = p.parse_args(argv)
 
-    from . import correlation
+    from . import correlation, norm_msca
 
-    module = {"correlation": correlation}[args.op]
+    run = {"correlation": correlation.run, "pn_modulate": norm_msca.run_pn,
+           "msca": norm_msca.run_msca}[args.op]
     device = torch.device(args.device)
     env = common.environment(device)
     print(f"# {args.op} on {env.get('gpu') or env['cpu']} ({env['device']}, {env['threads']} threads, "
           f"torch {env['torch']}, isa {env['cpu_isa']})", flush=True)
-    rows, _ = module.run(args)
+    env["ceilings"] = common.ceilings(device, getattr(torch, args.dtype))
+    print(f"# ceilings: matmul {env['ceilings']['matmul_gflops']:.0f} GFLOP/s ({args.dtype}), "
+          f"copy {env['ceilings']['copy_gbps']:.1f} GB/s", flush=True)
+    rows, _ = run(args)
     out = args.out or os.path.join("bench", "results", f"{args.op}-{device.type}.json")
     common.write_json(out, env, rows)
     print(f"# wrote {out}")

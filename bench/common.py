@@ -144,6 +144,18 @@ def time_interleaved(fns: dict, device: torch.device, *, rounds: int = 5, budget
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def ceilings(device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
+    """The device's own ceilings, measured now: matmul GFLOP/s and copy GB/s."""
+    n = 4096 if device.type == "cuda" else 1536
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    x = torch.empty(64 * 2**20 if device.type == "cuda" else 16 * 2**20, device=device)
+    t = time_interleaved({"mm": lambda: a @ b, "copy": lambda: x.clone()}, device, rounds=7,
+                         budget_s=10.0)
+    return {"matmul_gflops": 2 * n**3 / t["mm"] / 1e9, "matmul_dtype": str(dtype).replace("torch.", ""),
+            "copy_gbps": 2 * x.numel() * 4 / t["copy"] / 1e9}
+
+
 # ---- output -----------------------------------------------------------------------------------
 
 WIDTH = 10

@@ -92,7 +92,7 @@ def run(args) -> list[dict]:
 
                 fns[name] = call
             times = common.time_interleaved(fns, device, rounds=args.rounds, budget_s=args.budget)
-            flops = 2.0 * B * hw * hw * (d + cv) * (1 if mode == "fwd" else 3.5)
+            flops = B * hw * hw * (2.0 * (d + cv) if mode == "fwd" else 8.0 * d + 6.0 * cv)
             anchors = {n: times[n] for n in ("reference", "sdpa", "sdpa_vpad") if n in times}
             best_anchor = min(anchors.values()) if anchors else None
             sdpa_best = min([times[n] for n in ("sdpa", "sdpa_vpad") if n in times], default=None)
