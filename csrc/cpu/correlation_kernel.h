@@ -143,6 +143,52 @@ static void copy_rows_padded(const T* X, int64_t rows, int64_t cols, int64_t pad
   std::memset(dst + rows * cols, 0, sizeof(T) * (padded_rows - rows) * cols);
 }
 
+// Online-softmax update of one query row for a small value width CV: the
+// exponentials are multiplied into v^T on the fly (no P store, no GEMM padded
+// to NR columns, which would cost NR/CV times the useful flops).
+// s: the row's scores for ncol keys (masked tail = -inf); vt: v^T rows of
+// length ldv starting at this block's first key, zero past Lk.
+template <typename T, int CV>
+static inline void softmax_row_small_cv(const T* s, int64_t ncol, T alpha, const T* vt, int64_t ldv,
+                                        T& m, T& l, T* o) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  constexpr int W = S::W;
+  vec vm = S::load(s);
+  for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
+  const T m_new = std::max(m, alpha * S::hmax(vm));
+  vec vs = S::splat(0), acc[CV];
+  for (int c = 0; c < CV; ++c) acc[c] = S::splat(0);
+  for (int64_t j = 0; j < ncol; j += W) {
+    const vec p = vexp<T>(S::load(s + j) * alpha - m_new);
+    vs += p;
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) acc[c] += p * S::load(vt + c * ldv + j);
+  }
+  const T rescale = std::exp(m - m_new);
+  for (int c = 0; c < CV; ++c) o[c] = o[c] * rescale + S::hsum(acc[c]);
+  l = l * rescale + S::hsum(vs);
+  m = m_new;
+}
+
+template <typename T>
+using SmallCvRow = void (*)(const T*, int64_t, T, const T*, int64_t, T&, T&, T*);
+
+template <typename T>
+static SmallCvRow<T> small_cv_row(int64_t Cv) {
+  switch (Cv) {
+    case 1: return softmax_row_small_cv<T, 1>;
+    case 2: return softmax_row_small_cv<T, 2>;
+    case 3: return softmax_row_small_cv<T, 3>;
+    case 4: return softmax_row_small_cv<T, 4>;
+    case 5: return softmax_row_small_cv<T, 5>;
+    case 6: return softmax_row_small_cv<T, 6>;
+    case 7: return softmax_row_small_cv<T, 7>;
+    case 8: return softmax_row_small_cv<T, 8>;
+    default: return nullptr;
+  }
+}
+
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B,
                        int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
@@ -153,10 +199,18 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64
   const int64_t Cvp = round_up(Cv, NR), n_vpan = Cvp / NR;
   const int64_t n_qblk = ceil_div(Lq, BM);
 
+  const SmallCvRow<T> small_row = small_cv_row<T>(Cv);
+  // v^T (B, Cv, Lkb), zero past Lk, for the small-Cv path.
+  const int64_t Lkb = round_up(Lk, BN);
+  std::vector<T> vt(small_row ? B * Cv * Lkb : 0, T(0));
   std::vector<KeyPanels<T>> panels(B);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    pack_keys(k + b * Lk * D, v + b * Lk * Cv, Lk, D, Cv, false, panels[b]);
+  for (int64_t b = 0; b < B; ++b) {
+    pack_keys(k + b * Lk * D, small_row ? nullptr : v + b * Lk * Cv, Lk, D, Cv, false, panels[b]);
+    if (small_row)
+      for (int64_t j = 0; j < Lk; ++j)
+        for (int64_t c = 0; c < Cv; ++c) vt[(b * Cv + c) * Lkb + j] = v[(b * Lk + j) * Cv + c];
+  }
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -173,6 +227,15 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64
       for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
         const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
         score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
+        if (small_row) {
+          const T* vtb = vt.data() + b * Cv * Lkb + j0;
+          for (int64_t r = 0; r < rows; ++r) {
+            T* s = Sb.data() + r * BN;
+            for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
+            small_row(s, ncol, alpha, vtb, Lkb, m[r], l[r], Ob.data() + r * Cvp);
+          }
+          continue;
+        }
         for (int64_t r = 0; r < rows; ++r) {
           T* s = Sb.data() + r * BN;
           for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
