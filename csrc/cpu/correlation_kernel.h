@@ -189,6 +189,55 @@ static SmallCvRow<T> small_cv_row(int64_t Cv) {
   }
 }
 
+// v (B, Lk, Cv) -> v^T (B, Cv, Lkb), zero past Lk: the small-Cv paths read
+// whole vectors of keys, so the tail must be finite.
+template <typename T>
+static std::vector<T> transpose_values(const T* v, int64_t B, int64_t Lk, int64_t Cv, int64_t Lkb) {
+  std::vector<T> vt(B * Cv * Lkb, T(0));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t c = 0; c < Cv; ++c) vt[(b * Cv + c) * Lkb + j] = v[(b * Lk + j) * Cv + c];
+  return vt;
+}
+
+// Backward of one query row for a small value width CV, fused: P, dP = dO v^T,
+// alpha dS = alpha P (dP - delta) into ds, and dv^T += dO^T P into dvt, with
+// no GEMM padded to NR columns and no transposed copy of P.
+template <typename T, int CV>
+static inline void backward_row_small_cv(const T* s, T* ds, int64_t ncol, T alpha, T lse, T delta,
+                                         const T* dO, const T* vt, T* dvt, int64_t ldv) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  for (int64_t j = 0; j < ncol; j += S::W) {
+    const vec p = vexp<T>(S::load(s + j) * alpha - lse);
+    vec dp = S::splat(0);
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) {
+      dp += dO[c] * S::load(vt + c * ldv + j);
+      S::store(dvt + c * ldv + j, S::load(dvt + c * ldv + j) + p * dO[c]);
+    }
+    S::store(ds + j, p * (dp - delta) * alpha);
+  }
+}
+
+template <typename T>
+using SmallCvBackwardRow = void (*)(const T*, T*, int64_t, T, T, T, const T*, const T*, T*, int64_t);
+
+template <typename T>
+static SmallCvBackwardRow<T> small_cv_backward_row(int64_t Cv) {
+  switch (Cv) {
+    case 1: return backward_row_small_cv<T, 1>;
+    case 2: return backward_row_small_cv<T, 2>;
+    case 3: return backward_row_small_cv<T, 3>;
+    case 4: return backward_row_small_cv<T, 4>;
+    case 5: return backward_row_small_cv<T, 5>;
+    case 6: return backward_row_small_cv<T, 6>;
+    case 7: return backward_row_small_cv<T, 7>;
+    case 8: return backward_row_small_cv<T, 8>;
+    default: return nullptr;
+  }
+}
+
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B,
                        int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
@@ -202,15 +251,11 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64
   const SmallCvRow<T> small_row = small_cv_row<T>(Cv);
   // v^T (B, Cv, Lkb), zero past Lk, for the small-Cv path.
   const int64_t Lkb = round_up(Lk, BN);
-  std::vector<T> vt(small_row ? B * Cv * Lkb : 0, T(0));
+  const std::vector<T> vt = small_row ? transpose_values(v, B, Lk, Cv, Lkb) : std::vector<T>();
   std::vector<KeyPanels<T>> panels(B);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < B; ++b)
     pack_keys(k + b * Lk * D, small_row ? nullptr : v + b * Lk * Cv, Lk, D, Cv, false, panels[b]);
-    if (small_row)
-      for (int64_t j = 0; j < Lk; ++j)
-        for (int64_t c = 0; c < Cv; ++c) vt[(b * Cv + c) * Lkb + j] = v[(b * Lk + j) * Cv + c];
-  }
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -284,12 +329,17 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
   const int64_t n_qblk = ceil_div(Lq, BM);
   const int64_t BNt = BN + MR;  // transposed blocks get a zero tail to a multiple of MR
 
+  const SmallCvBackwardRow<T> small_row = small_cv_backward_row<T>(Cv);
+  const int64_t Lkb = round_up(Lk, BN);
+  const std::vector<T> vt = small_row ? transpose_values(v, B, Lk, Cv, Lkb) : std::vector<T>();
   std::vector<KeyPanels<T>> panels(B);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     pack_keys(k + b * Lk * D, v + b * Lk * Cv, Lk, D, Cv, true, panels[b]);
 
   const int64_t Lkr = panels.empty() ? 0 : panels[0].Lkr;
+  // Small Cv: dv accumulates transposed, (Cv, Lkb) per thread.
+  const int64_t dv_size = small_row ? Cv * Lkb : Lkr * Cvp;
   // dk and dv are sums over query blocks: each thread accumulates its own and
   // they are reduced at the end (memory: threads x Lk x (D + Cv)).
   std::vector<std::vector<T>> dk_acc(nthreads), dv_acc(nthreads);
@@ -305,7 +355,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
       std::vector<T>& dkt = dk_acc[tid];
       std::vector<T>& dvt = dv_acc[tid];
       dkt.assign(Lkr * Dp, T(0));
-      dvt.assign(Lkr * Cvp, T(0));
+      dvt.assign(dv_size, T(0));
       std::vector<T> Qb(BM * D), dOb(BM * Cv), Qd(Dp * BM), dOd(Cvp * BM), dQb(BM * Dp);
       std::vector<T> Sb(BM * BN), dPb(BM * BN), dSt(BNt * BM), Pt(BNt * BM);
       std::vector<T> lse_b(BM), delta_b(BM);
@@ -326,6 +376,19 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
           const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
           const int64_t jt = ceil_div(nb, MR);
           score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
+          if (small_row) {
+            for (int64_t r = 0; r < BMr; ++r) {
+              T* s = Sb.data() + r * BN;
+              T* ds = dPb.data() + r * BN;
+              if (r >= rows) {
+                std::fill(ds, ds + ncol, T(0));
+                continue;
+              }
+              for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
+              small_row(s, ds, ncol, alpha, lse_b[r], delta_b[r], dOb.data() + r * Cv,
+                        vt.data() + b * Cv * Lkb + j0, dvt.data() + j0, Lkb);
+            }
+          } else {
           // dP = dO . v^T
           for (int64_t jp = 0; jp < n_pan; ++jp)
             for (int64_t it = 0; it < mt; ++it)
@@ -349,21 +412,21 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
               S::store(dp + j, p * (S::load(dp + j) - dr) * alpha);
             }
           }
+          }
           // dQ += dS . k
           for (int64_t dpn = 0; dpn * NR < D; ++dpn)
             for (int64_t it = 0; it < mt; ++it)
               micro_kernel<T>(nb, dPb.data() + it * MR * BN, BN,
                               kp.kc.data() + dpn * kp.Lkr * NR + j0 * NR,
                               dQb.data() + it * MR * Dp + dpn * NR, Dp, true);
-          // Transposes of dS and P, zero past nb up to jt*MR rows.
+          // Transposes of dS (and P, unless small Cv), zero past nb up to jt*MR rows.
           for (int64_t j = 0; j < jt * MR; ++j) {
             T* ds_row = dSt.data() + j * BMr;
             T* p_row = Pt.data() + j * BMr;
             if (j < nb) {
-              for (int64_t i = 0; i < BMr; ++i) {
-                ds_row[i] = dPb[i * BN + j];
-                p_row[i] = Sb[i * BN + j];
-              }
+              for (int64_t i = 0; i < BMr; ++i) ds_row[i] = dPb[i * BN + j];
+              if (!small_row)
+                for (int64_t i = 0; i < BMr; ++i) p_row[i] = Sb[i * BN + j];
             } else {
               std::fill(ds_row, ds_row + BMr, T(0));
               std::fill(p_row, p_row + BMr, T(0));
@@ -374,7 +437,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
             for (int64_t it = 0; it < jt; ++it)
               micro_kernel<T>(BMr, dSt.data() + it * MR * BMr, BMr, Qd.data() + dpn * BMr * NR,
                               dkt.data() + (j0 + it * MR) * Dp + dpn * NR, Dp, true);
-          for (int64_t cp = 0; cp * NR < Cv; ++cp)
+          for (int64_t cp = 0; !small_row && cp * NR < Cv; ++cp)
             for (int64_t it = 0; it < jt; ++it)
               micro_kernel<T>(BMr, Pt.data() + it * MR * BMr, BMr, dOd.data() + cp * BMr * NR,
                               dvt.data() + (j0 + it * MR) * Cvp + cp * NR, Cvp, true);
@@ -387,11 +450,13 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
       for (int64_t j = 0; j < Lk; ++j) {
         T* dkr = dk + (b * Lk + j) * D;
         T* dvr = dv + (b * Lk + j) * Cv;
+        // dv partials are (Lkr, Cvp) row-major, or (Cv, Lkb) for small Cv.
+        const int64_t dv_j = small_row ? j : j * Cvp, dv_c = small_row ? Lkb : 1;
         for (int64_t d = 0; d < D; ++d) dkr[d] = dk_acc[0][j * Dp + d];
-        for (int64_t c = 0; c < Cv; ++c) dvr[c] = dv_acc[0][j * Cvp + c];
+        for (int64_t c = 0; c < Cv; ++c) dvr[c] = dv_acc[0][dv_j + c * dv_c];
         for (int t = 1; t < used_threads; ++t) {
           for (int64_t d = 0; d < D; ++d) dkr[d] += dk_acc[t][j * Dp + d];
-          for (int64_t c = 0; c < Cv; ++c) dvr[c] += dv_acc[t][j * Cvp + c];
+          for (int64_t c = 0; c < Cv; ++c) dvr[c] += dv_acc[t][dv_j + c * dv_c];
         }
       }
     }
