@@ -15,29 +15,36 @@ Kernels
 * ``_attn_fwd_kernel``   grid (cdiv(Lq, BLOCK_M), B): online softmax over key blocks
   (exp2 with log2(e) folded into the scale), fp32 accumulator BLOCK_M x CV_PAD, writes out and
   the natural-log log-sum-exp.
-* ``_attn_bwd_dq_kernel`` grid (cdiv(Lq, BLOCK_M), B): computes delta = rowsum(dO * O) (stored
-  for the second kernel), then for each key block recomputes S, P = exp(S - lse),
+* ``_attn_bwd_dq_kernel`` grid (cdiv(Lq, BLOCK_M), B): given delta = rowsum(dO * O) (computed
+  by the caller), for each key block recomputes S, P = exp(S - lse),
   dP = dO V^T, dS = P (dP - delta), and adds alpha * dS K to the program-owned dQ rows.
 * ``_attn_bwd_dkdv_kernel`` grid (cdiv(Lk, BLOCK_N), B): for each query block recomputes
   S^T, P^T, accumulates dV += P^T dO in registers and adds alpha * dS^T Q to the program-owned
   dK rows.
 * ``_match_fwd_kernel``  grid (cdiv(Lq, BLOCK_M), B): running max / argmax of q k^T.
 
-When D fits one tile (D <= 128 on GPU) the q / k tile and the dQ / dK accumulator stay in
-registers (constexpr ``SINGLE_D``).  Otherwise the dQ (dK) accumulator lives in global memory
-(fp32: the output itself for float32 inputs, a scratch buffer otherwise) and every key (query)
-block does a read-modify-write of the program's own BLOCK x BLOCK_D slices; each row block is
+When D fits one tile (constexpr ``SINGLE_D``: D <= 128 for fp16 / bf16, D <= 64 for fp32 on
+GPU) the q / k tile is loaded once and the dQ / dK accumulator stays in registers.  Otherwise
+the dQ (dK) accumulator lives in global memory in fp32 (the output itself for float32 inputs, a
+scratch buffer cast at the end otherwise) and every key (query) block does a read-modify-write
+of the program's own BLOCK x BLOCK_D slices; each row block is
 owned by exactly one program, so there are no races and no atomics.  The first block writes
 without reading, so the scratch needs no zero fill and repeated launches (autotuning) are
 idempotent.
 
 float32 inputs use ``input_precision="tf32x3"`` on tensor cores (about fp32 accuracy, which
 matters because alpha = 100 amplifies logit errors); fp16 / bf16 use the tensor cores directly
-with fp32 accumulation.
+with fp32 accumulation (P and dS are rounded to the input dtype for their dots, as in
+flash-attention).
 
-This module imports only torch, triton and math (it is shipped as exsynth.kernels.correlation).
+Block sizes: autotuned on GPU over a short list per kernel (pruned by a rough shared-memory /
+register estimate, always keeping a small fallback), keyed on next_pow2(D), next_pow2(B * L),
+BLOCK_D and CV_PAD; under TRITON_INTERPRET a single 16 x 16 config with 32-wide D tiles.
+
+Imports only torch, triton and the standard library (shipped as exsynth.kernels.correlation).
 """
 
+import contextlib
 import math
 import os
 
@@ -49,20 +56,19 @@ __all__ = ["attention_forward", "attention_backward", "match_forward"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
+_LOG2E = 1.0 / math.log(2.0)
 
-# Feature-dimension tiling.  D <= _SINGLE_D_MAX -> one tile of next_pow2(D) (>= 16) kept in
-# registers; otherwise tiles of _BLOCK_D with masks on the last one.  The interpreter uses
-# small tiles so that the tiled paths are exercised by small tests.
+# Feature-dimension tiling: D <= SINGLE_D_MAX -> one tile of next_pow2(D) (>= 16) whose q / k
+# tile and dQ / dK accumulator stay on chip; otherwise BLOCK_D-wide tiles, the last one masked.
+# float32 uses narrower tiles (tf32x3 splits every operand in two, doubling its footprint).  The
+# interpreter uses small tiles so that small tests exercise the tiled paths.
 if _INTERPRET:
-    _SINGLE_D_MAX = 32
-    _BLOCK_D = 32
+    _D_TILING = {torch.float32: (32, 32), torch.float16: (32, 32), torch.bfloat16: (32, 32)}
 else:
-    _SINGLE_D_MAX = 128
-    _BLOCK_D = 64
+    _D_TILING = {torch.float32: (64, 32), torch.float16: (128, 64), torch.bfloat16: (128, 64)}
 
-# Precision of tl.dot for float32 operands ("ieee" is exact fp32 FMA but ~10x slower on H100).
+# Precision of tl.dot for float32 operands ("ieee" is exact fp32 FMA but much slower on H100;
+# "tf32" alone is too coarse: alpha = 100 turns its ~1e-3 relative error into ~0.1 logit error).
 FP32_DOT_PRECISION = "tf32x3"
 
 
@@ -72,13 +78,62 @@ def _configs(gpu_list):
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for (m, n, w, s) in gpu_list]
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages)
-_FWD_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (128, 128, 8, 2), (64, 32, 4, 3)])
-_DQ_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 2)])
-_DKDV_CONFIGS = _configs([(64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)])
-_MATCH_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)])
+# (BLOCK_M, BLOCK_N, num_warps, num_stages).  The last entry of each list is the fallback that
+# fits every case (float32, Cv padded to 256) and is always kept by the pruning below.
+_FWD_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (128, 128, 8, 2),
+                         (64, 32, 4, 3), (32, 32, 8, 1)])
+_DQ_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2),
+                        (32, 64, 4, 2), (32, 64, 8, 2), (32, 32, 4, 1)])
+_DKDV_CONFIGS = _configs([(64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 64, 8, 2),
+                          (64, 32, 4, 2), (64, 32, 8, 2), (32, 32, 4, 1)])
+_MATCH_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 1)])
 
-_KEY = ["D", "Cv", "BLOCK_D", "CV_PAD"]
+# D_BUCKET / L_BUCKET (unused in the kernel bodies): next_pow2(D) and next_pow2(B * rows owned by
+# the grid), so one tuning result serves all sizes of similar shape and grid occupancy.
+_KEY = ["D_BUCKET", "L_BUCKET", "BLOCK_D", "CV_PAD"]
+
+_SMEM_BUDGET = 200 * 1024  # H100 / H200: 227 KiB per block
+_REG_BUDGET = 120  # fp32 accumulator (and register-operand) words per thread
+
+
+def _footprint(kind, cfg, es, bd, cvp, single):
+    """Rough (shared-memory bytes, accumulator registers per thread) of one config.
+
+    Calibrated on sm_90 compiles (Triton 3.9): only loads in the innermost loop are multi-buffered;
+    float32 (tf32x3) needs about 1.25x the operand storage and 2x the registers."""
+    m, n, st = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], max(cfg.num_stages - 1, 1)
+    if kind == "dkdv":  # same structure as dq with the roles of the two sides swapped
+        m, n = n, m
+    if kind == "match":
+        piped, once, acc = (n * bd, m * bd, 0) if single else ((m + n) * bd, 0, 0)
+        acc += m * n
+    elif kind == "fwd":
+        piped, once = (n * (bd + cvp), m * bd) if single else ((m + n) * bd, n * cvp)
+        once += m * n
+        acc = m * cvp + m * n
+    else:  # dq / dkdv: S, dP tiles, the value-side operand, the owned-side accumulators
+        piped, once = (n * (bd + cvp), m * (bd + cvp)) if single else ((m + 2 * n) * bd, (m + n) * cvp)
+        once += m * n
+        acc = 2 * m * n + m * cvp // 2 + (m * bd if single else 0) + (m * cvp if kind == "dkdv" else 0)
+    smem = int(es * 1.25 if es == 4 else es) * (st * piped + once)
+    regs = acc / (32 * cfg.num_warps) * (2 if es == 4 else 1)
+    return smem, regs
+
+
+def _pruner(kind):
+    def prune(configs, named_args, **kwargs):
+        if _INTERPRET or len(configs) == 1:
+            return configs
+        es = named_args["Q"].element_size()
+        bd, cvp, single = kwargs["BLOCK_D"], kwargs.get("CV_PAD", 16), kwargs["SINGLE_D"]
+        keep = []
+        for cfg in configs[:-1]:
+            smem, regs = _footprint(kind, cfg, es, bd, cvp, single)
+            if smem <= _SMEM_BUDGET and regs <= _REG_BUDGET:
+                keep.append(cfg)
+        return keep + configs[-1:]
+
+    return {"early_config_prune": prune}
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,9 +208,9 @@ def _copy_rows_cast(src_base, dst_base, offs_r, n_rows, D, BLOCK_D: tl.constexpr
 # --------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+@triton.autotune(configs=_FWD_CONFIGS, key=_KEY, prune_configs_by=_pruner("fwd"))
 @triton.jit
-def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale,
+def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale, D_BUCKET, L_BUCKET,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                      CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
                      PREC: tl.constexpr):
@@ -210,9 +265,9 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale,
 # --------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_DQ_CONFIGS, key=_KEY)
+@triton.autotune(configs=_DQ_CONFIGS, key=_KEY, prune_configs_by=_pruner("dq"))
 @triton.jit
-def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
+def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_scale, alpha, D_BUCKET, L_BUCKET,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
                         ACC_IS_OUT: tl.constexpr, PREC: tl.constexpr):
@@ -221,7 +276,6 @@ def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, q
     q_base = Q + b * Lq * D
     k_base = K + b * Lk * D
     v_base = V + b * Lk * Cv
-    o_base = O + b * Lq * Cv
     do_base = DO + b * Lq * Cv
     dq_base = DQ + b * Lq * D
     dqa_base = DQ_ACC + b * Lq * D
@@ -232,12 +286,10 @@ def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, q
     m_mask = offs_m < Lq
     c_mask = offs_c < Cv
 
-    # delta_i = sum_c dO[i, c] * O[i, c]; stored for the dK/dV kernel (launched after this one)
+    # delta_i = sum_c dO[i, c] * O[i, c] (minus any gradient of lse), given by the caller
     mc_mask = m_mask[:, None] & c_mask[None, :]
     do = tl.load(do_base + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
-    o = tl.load(o_base + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-    tl.store(DELTA + b * Lq + offs_m, delta, mask=m_mask)
+    delta = tl.load(DELTA + b * Lq + offs_m, mask=m_mask, other=0.0)
     lse2 = tl.load(LSE + b * Lq + offs_m, mask=m_mask, other=0.0) * 1.4426950408889634
 
     if SINGLE_D:
@@ -275,9 +327,10 @@ def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, q
             _copy_rows_cast(dqa_base, dq_base, offs_m, Lq, D, BLOCK_D, EVEN_D)
 
 
-@triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
+@triton.autotune(configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by=_pruner("dkdv"))
 @triton.jit
 def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
+                          D_BUCKET, L_BUCKET,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                           CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
                           ACC_IS_OUT: tl.constexpr, PREC: tl.constexpr):
@@ -347,9 +400,9 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv
 # --------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_MATCH_CONFIGS, key=["D", "BLOCK_D"])
+@triton.autotune(configs=_MATCH_CONFIGS, key=["D_BUCKET", "L_BUCKET", "BLOCK_D"], prune_configs_by=_pruner("match"))
 @triton.jit
-def _match_fwd_kernel(Q, K, IDX, BEST, Lq, Lk, D,
+def _match_fwd_kernel(Q, K, IDX, BEST, Lq, Lk, D, D_BUCKET, L_BUCKET,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                       SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -387,15 +440,25 @@ def _match_fwd_kernel(Q, K, IDX, BEST, Lq, Lk, D,
 # --------------------------------------------------------------------------------------------
 
 
-def _d_tiling(D):
+def _np2(x):
+    return triton.next_power_of_2(max(int(x), 1))
+
+
+def _d_tiling(D, dtype):
+    single_max, block_d = _D_TILING[dtype]
     p = max(16, triton.next_power_of_2(D))
-    if p <= _SINGLE_D_MAX:
+    if p <= single_max:
         return p, True, D == p
-    return _BLOCK_D, False, D % _BLOCK_D == 0
+    return block_d, False, D % block_d == 0
 
 
 def _prec(dtype):
     return FP32_DOT_PRECISION if dtype == torch.float32 else "tf32"
+
+
+def _on_device(t):
+    # Triton launches on the current CUDA device; make it the tensors' device
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _check(*ts):
@@ -413,22 +476,29 @@ def attention_forward(q, k, v, alpha=100.0):
     assert k.shape == (B, Lk, D) and v.shape[:2] == (B, Lk) and 1 <= Cv <= 256
     out = torch.empty((B, Lq, Cv), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
-    BLOCK_D, single, even = _d_tiling(D)
+    BLOCK_D, single, even = _d_tiling(D, q.dtype)
     CV_PAD = max(16, triton.next_power_of_2(Cv))
     grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
-    _attn_fwd_kernel[grid](q, k, v, out, lse, Lq, Lk, D, Cv, float(alpha) * _LOG2E,
-                           BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
-                           PREC=_prec(q.dtype))
+    with _on_device(q):
+        _attn_fwd_kernel[grid](q, k, v, out, lse, Lq, Lk, D, Cv, float(alpha) * _LOG2E,
+                               _np2(D), _np2(B * Lq),
+                               BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                               PREC=_prec(q.dtype))
     return out, lse
 
 
-def attention_backward(q, k, v, out, lse, dout, alpha=100.0):
-    """(dq, dk, dv) of attention_forward, flash-attention-2 style (recomputes P, no Lq x Lk)."""
-    _check(q, k, v, out, dout)
+def attention_backward(q, k, v, lse, delta, dout, alpha=100.0):
+    """(dq, dk, dv) of attention_forward, flash-attention-2 style (recomputes P, no Lq x Lk).
+
+    delta (B, Lq) float32 = sum_c dout * out, minus the gradient of lse if lse
+    is differentiated too (d lse_i / d s_ij = P_ij enters at the same place).
+    """
+    _check(q, k, v, dout)
     assert lse.is_contiguous() and lse.dtype == torch.float32
+    assert delta.is_contiguous() and delta.dtype == torch.float32
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
-    BLOCK_D, single, even = _d_tiling(D)
+    BLOCK_D, single, even = _d_tiling(D, q.dtype)
     CV_PAD = max(16, triton.next_power_of_2(Cv))
     prec = _prec(q.dtype)
     alpha = float(alpha)
@@ -437,7 +507,6 @@ def attention_backward(q, k, v, out, lse, dout, alpha=100.0):
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    delta = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
     acc_is_out = single or q.dtype == torch.float32
     if acc_is_out:
         dq_acc, dk_acc = dq, dk  # fp32 outputs double as accumulators (unused when single)
@@ -446,13 +515,16 @@ def attention_backward(q, k, v, out, lse, dout, alpha=100.0):
         dk_acc = torch.empty(k.shape, device=k.device, dtype=torch.float32)
 
     grid_q = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
-    _attn_bwd_dq_kernel[grid_q](q, k, v, out, dout, lse, delta, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
-                                BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
-                                ACC_IS_OUT=acc_is_out, PREC=prec)
     grid_k = lambda meta: (triton.cdiv(Lk, meta["BLOCK_N"]), B)
-    _attn_bwd_dkdv_kernel[grid_k](q, k, v, dout, lse, delta, dk, dv, dk_acc, Lq, Lk, D, Cv, qk_scale, alpha,
-                                  BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
-                                  ACC_IS_OUT=acc_is_out, PREC=prec)
+    with _on_device(q):
+        _attn_bwd_dq_kernel[grid_q](q, k, v, dout, lse, delta, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+                                    _np2(D), _np2(B * Lq),
+                                    BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                                    ACC_IS_OUT=acc_is_out, PREC=prec)
+        _attn_bwd_dkdv_kernel[grid_k](q, k, v, dout, lse, delta, dk, dv, dk_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+                                      _np2(D), _np2(B * Lk),
+                                      BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
+                                      ACC_IS_OUT=acc_is_out, PREC=prec)
     return dq, dk, dv
 
 
@@ -464,8 +536,9 @@ def match_forward(q, k):
     assert k.shape == (B, Lk, D)
     index = torch.empty((B, Lq), device=q.device, dtype=torch.int64)
     best = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
-    BLOCK_D, single, even = _d_tiling(D)
+    BLOCK_D, single, even = _d_tiling(D, q.dtype)
     grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
-    _match_fwd_kernel[grid](q, k, index, best, Lq, Lk, D, BLOCK_D=BLOCK_D, SINGLE_D=single, EVEN_D=even,
-                            PREC=_prec(q.dtype))
+    with _on_device(q):
+        _match_fwd_kernel[grid](q, k, index, best, Lq, Lk, D, _np2(D), _np2(B * Lq),
+                                BLOCK_D=BLOCK_D, SINGLE_D=single, EVEN_D=even, PREC=_prec(q.dtype))
     return index, best
