@@ -33,9 +33,10 @@ def test_every_simd_build_of_the_cpu_kernels_agrees():
         _C.set_isa(best)
 
 
-def test_doctor_cli_lists_backends():
+def test_doctor_cli_lists_backends(tmp_path):
     res = subprocess.run([sys.executable, "-m", "exsynth.cli", "doctor"], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, cwd=tmp_path)  # the installed exsynth
     assert res.returncode == 0, res.stderr
     for name in ("reference", "cpu", "triton", "cuda"):
         assert name in res.stdout
+    assert "cpu        yes" in res.stdout, res.stdout

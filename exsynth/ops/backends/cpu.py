@@ -7,6 +7,8 @@ the cosine precision that alpha = 100 magnifies.
 from __future__ import annotations
 
 
+import importlib
+
 import torch
 
 _NATIVE = (torch.float32, torch.float64)
@@ -15,7 +17,7 @@ _UPCAST = (torch.float16, torch.bfloat16)
 
 def _load():
     try:
-        from exsynth import _C
+        _C = importlib.import_module("exsynth._C")
     except ImportError as e:  # not built (e.g. imported from a source tree)
         return None, f"extension exsynth._C not importable ({e}); reinstall with `pip install .`"
     return _C, f"C++/OpenMP, SIMD: {_C.active_isa()} (best on this CPU: {_C.best_isa()})"
