@@ -32,11 +32,11 @@ Kernels (grids are 1-D and decoded in the kernel):
   c_k = sum_n dV V.  One read of F and S, one write of dvalue and dspatial.
 The tiny (B, N, K) / (B, K) glue between the phases (split sums, gate products) is plain torch.
 
-This module imports only torch, triton and math (it is shipped as exsynth.kernels.msca).
+This module imports only torch and triton (and os / contextlib from the standard library); it is
+shipped as exsynth.kernels.msca.
 """
 
 import contextlib
-import math
 import os
 
 import torch
@@ -46,8 +46,6 @@ import triton.language as tl
 __all__ = ["msca_forward", "msca_backward"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-_LOG2E = 1.4426950408889634
 
 # Precision of tl.dot for float32 operands from float32 inputs ("ieee" is exact fp32 FMA but
 # far slower on tensor-core GPUs; "tf32x3" is about fp32 accurate).
@@ -84,7 +82,8 @@ def _configs(gpu_list, interp):
 # Autotuning candidates per class (float32 inputs?, K_PAD >= 32?).  float32 inputs use tf32x3 dots
 # (operands split into hi / lo parts), which roughly doubles the registers of the dot operands,
 # so their tiles are smaller.  The lists were checked with an ahead-of-time sm_90 compile
-# (triton 3.9, cuobjdump --dump-resource-usage): none of these spills registers.
+# (triton 3.9, cuobjdump --dump-resource-usage): none of these spills registers for K <= 32
+# (a few do for 32 < K <= 64, which works but is outside the tuned range).
 # V / out / bwd_b: (BLOCK_N, BLOCK_L, num_warps, num_stages)
 _V_LISTS = {
     (True, False): [(64, 32, 4, 3), (64, 64, 8, 3), (128, 64, 8, 3)],
@@ -101,11 +100,13 @@ _BWD_B_LISTS = {
 }
 # bwd_a: (BLOCK_L, num_warps, num_stages); BLOCK_N is chosen by the wrapper (BWD_A_SINGLE_N)
 _BWD_A_LISTS = {
-    (True, False): [(32, 4, 2), (64, 8, 2)],
-    (True, True): [(32, 4, 2)],
+    (True, False): [(32, 4, 2), (32, 8, 2)],
+    (True, True): [(32, 4, 2), (32, 8, 2)],
     (False, False): [(64, 8, 2), (64, 4, 2), (128, 8, 2)],
     (False, True): [(64, 8, 2), (32, 4, 2)],
 }
+# autotune key (N_BUCKET / L_BUCKET are unused in the kernel bodies): next_pow2(N), and next_pow2
+# of the positions per launch (+1 when L % 16 != 0), so one tuning result serves similar shapes
 _KEY = ["N_BUCKET", "L_BUCKET", "K_PAD"]
 
 
@@ -200,12 +201,13 @@ def _stats_kernel(S, STATS, L, BLOCK: tl.constexpr):
 def _v_kernel(F, S, STATS, VP, B, N, K, L, L_PER_SPLIT, SPLIT, N_BUCKET, L_BUCKET,
               BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, K_PAD: tl.constexpr, PREC: tl.constexpr):
     """VP[split, b, n, k] = sum over the split's l range of F[b, n, l] alpha[b, k, l]."""
+    # n-blocks vary fastest: programs sharing an S range (same b, split) run together
     pid = tl.program_id(0)
-    split = pid % SPLIT
-    rest = pid // SPLIT
     n_blocks = tl.cdiv(N, BLOCK_N)
-    nb = rest % n_blocks
-    b = (rest // n_blocks).to(tl.int64)
+    nb = pid % n_blocks
+    rest = pid // n_blocks
+    split = rest % SPLIT
+    b = (rest // SPLIT).to(tl.int64)
     offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, K_PAD)
     m, inv_sum = _load_softmax_stats(STATS, b, offs_k, K)
@@ -358,6 +360,12 @@ def _np2(x):
     return triton.next_power_of_2(max(int(x), 1))
 
 
+def _lbucket(positions, L):
+    # autotune key: next_pow2 of the positions per launch, +1 when L % 16 != 0 (Triton then
+    # cannot prove row alignment, loads are not vectorised and register use differs)
+    return _np2(positions) + (0 if L % 16 == 0 else 1)
+
+
 def _prec(dtype):
     return FP32_DOT_PRECISION if dtype == torch.float32 else "tf32"
 
@@ -426,13 +434,13 @@ def msca_forward(value, spatial, channel, gate=None):
         _stats_kernel[(B * K,)](spatial, stats, L, BLOCK=min(STATS_BLOCK, max(16, _np2(L))),
                                 num_warps=4 if STATS_BLOCK >= 512 else 1)
         grid_v = lambda meta: (B * triton.cdiv(N, meta["BLOCK_N"]) * split,)
-        _V_TUNED[cls][grid_v](value, spatial, stats, VP, B, N, K, L, per, split, _np2(N), _np2(per * B),
-                              K_PAD=K_PAD, PREC=prec)
+        _V_TUNED[cls][grid_v](value, spatial, stats, VP, B, N, K, L, per, split, _np2(N),
+                              _lbucket(per * B, L), K_PAD=K_PAD, PREC=prec)
         if split > 1:
             torch.sum(VP, dim=0, out=V)
         g = gate.contiguous() if gate is not None else stats  # dummy pointer when gate is None
         grid_o = lambda meta: (B * triton.cdiv(L, meta["BLOCK_L"]),)
-        _OUT_TUNED[grid_o](V, g, channel, out, N, K, L, _np2(N), _np2(B * L),
+        _OUT_TUNED[grid_o](V, g, channel, out, N, K, L, _np2(N), _lbucket(B * L, L),
                            K_PAD=K_PAD, HAS_GATE=gate is not None, PREC=prec)
     return out, V, stats
 
@@ -466,7 +474,7 @@ def msca_backward(value, spatial, channel, gate, V, stats, dout):
     g = gate.contiguous() if gate is not None else V  # dummy pointer when gate is None
     with _on_device(value):
         _BWD_A_TUNED[cls][(B * split,)](V, g, channel, dout, dchannel, dvtp, B, N, K, L, per, split,
-                                        _np2(N), _np2(per * B), BLOCK_N=block_n, K_PAD=K_PAD,
+                                        _np2(N), _lbucket(per * B, L), BLOCK_N=block_n, K_PAD=K_PAD,
                                         HAS_GATE=gate is not None, SINGLE_N=single_n, PREC=prec)
         if split > 1:
             torch.sum(dvtp, dim=0, out=dvt)
@@ -479,5 +487,5 @@ def msca_backward(value, spatial, channel, gate, V, stats, dout):
         ck = (dV * V).sum(1).contiguous()
         grid_b = lambda meta: (B * triton.cdiv(L, meta["BLOCK_L"]),)
         _BWD_B_TUNED[cls][grid_b](value, spatial, stats, dV.contiguous(), ck, dvalue, dspatial, N, K, L,
-                                  _np2(N), _np2(B * L), K_PAD=K_PAD, PREC=prec)
+                                  _np2(N), _lbucket(B * L, L), K_PAD=K_PAD, PREC=prec)
     return dvalue, dspatial, dchannel, dgate

@@ -16,8 +16,9 @@ Two tile strategies, chosen per call (constexpr ``SINGLE``):
 * chunked (large C): loops over channel chunks of BLOCK_C.  Pass 1 computes per-chunk mean and
   centred M2 and merges them (Chan et al.'s parallel variance update, numerically sound); pass 2
   re-reads the chunks and writes the outputs.  The re-read is of the program's own
-  C x BLOCK_L x elt tile that it has just streamed (tens to a few hundred KiB), so it is served
-  from L1 / L2 rather than HBM in the common case.
+  C x BLOCK_L x elt tile that it has just streamed (64-256 KiB for C = 1024), normally an L2
+  hit; with very many resident programs it can spill out of L2, costing at most one extra read
+  of x (gamma / dout are read once per pass as well in the backward kernels).
 
 Batch loops: pn_modulate with gamma / beta of batch size 1 (broadcast over the batch) runs a 1-D
 grid over (position block, batch group) and loops over the group's batches inside the program,
@@ -28,11 +29,11 @@ without reading, so launches are idempotent).  With several batch groups (only w
 few position blocks to fill the GPU) each group writes an fp32 partial that the wrapper sums.
 
 Everything is accumulated in fp32; inputs / outputs may be float32, float16 or bfloat16; mean and
-std are float32 (B, L).  This module imports only torch, triton and math.
+std are float32 (B, L).  This module imports only torch and triton (plus os / contextlib from the
+standard library); it is shipped as exsynth.kernels.pono.
 """
 
 import contextlib
-import math
 import os
 
 import torch

@@ -381,24 +381,47 @@ def ensure_classes(layout: np.ndarray, classes: Sequence[int], rng: np.random.Ge
 # ----------------------------------------------------------------------------
 
 
-def edge_map(label_index: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) integer labels -> (..., 1, H, W) float32 in {0, 1}: 1 at
-    pixels with a 4-neighbour of another class (both sides of a boundary, as
-    pix2pixHD's instance edges)."""
-    t = label_index
-    e = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
-    dx = t[..., :, 1:] != t[..., :, :-1]
-    dy = t[..., 1:, :] != t[..., :-1, :]
+def _edges_np(lab: np.ndarray) -> np.ndarray:
+    e = np.zeros(lab.shape, dtype=bool)
+    dx = lab[..., :, 1:] != lab[..., :, :-1]
+    dy = lab[..., 1:, :] != lab[..., :-1, :]
     e[..., :, 1:] |= dx
     e[..., :, :-1] |= dx
     e[..., 1:, :] |= dy
     e[..., :-1, :] |= dy
-    return e.unsqueeze(-3).to(torch.float32)
+    return e
 
 
-def one_hot(label_index: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(H, W) int64 -> (K, H, W) float32 one-hot."""
-    return torch.nn.functional.one_hot(label_index, num_classes).permute(2, 0, 1).to(torch.float32).contiguous()
+def edge_map(label_index) -> torch.Tensor:
+    """(..., H, W) integer labels (numpy or torch) -> (..., 1, H, W) float32
+    in {0, 1}: 1 at pixels with a 4-neighbour of another class, i.e. both
+    sides of every class boundary (as pix2pixHD's instance edges)."""
+    if isinstance(label_index, torch.Tensor) and label_index.device.type != "cpu":
+        t = label_index
+        e = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
+        dx = t[..., :, 1:] != t[..., :, :-1]
+        dy = t[..., 1:, :] != t[..., :-1, :]
+        e[..., :, 1:] |= dx
+        e[..., :, :-1] |= dx
+        e[..., 1:, :] |= dy
+        e[..., :-1, :] |= dy
+        return e.unsqueeze(-3).to(torch.float32)
+    lab = label_index.numpy() if isinstance(label_index, torch.Tensor) else np.asarray(label_index)
+    e = _edges_np(lab)[..., None, :, :].astype(np.float32)
+    return torch.from_numpy(e)
+
+
+def one_hot(label_index, num_classes: int) -> torch.Tensor:
+    """(..., H, W) integer labels (numpy or torch) -> (..., K, H, W) float32 one-hot."""
+    k = int(num_classes)
+    if isinstance(label_index, torch.Tensor) and label_index.device.type != "cpu":
+        cls = torch.arange(k, device=label_index.device).view(k, 1, 1)
+        return (label_index.unsqueeze(-3) == cls).to(torch.float32)
+    lab = label_index.numpy() if isinstance(label_index, torch.Tensor) else np.asarray(label_index)
+    if lab.size and (lab.min() < 0 or lab.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k})")
+    oh = lab[..., None, :, :] == np.arange(k).reshape(k, 1, 1)
+    return torch.from_numpy(oh.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------
@@ -521,15 +544,14 @@ class SyntheticExemplarDataset(Dataset):
         i = self._index(index)
         style = self.style(i)
         lay, ex = self.layouts(i)
-        lay_t, ex_t = torch.from_numpy(lay), torch.from_numpy(ex)
         return {
-            "label": one_hot(lay_t, self.num_classes),
-            "label_index": lay_t,
+            "label": one_hot(lay, self.num_classes),
+            "label_index": torch.from_numpy(lay),
             "image": render(lay, style),
             "exemplar": render(ex, style),
-            "exemplar_label": one_hot(ex_t, self.num_classes),
-            "exemplar_label_index": ex_t,
-            "edges": edge_map(lay_t),
+            "exemplar_label": one_hot(ex, self.num_classes),
+            "exemplar_label_index": torch.from_numpy(ex),
+            "edges": edge_map(lay),
             "style_id": self.style_id(i),
             "index": i,
             "seed": self.seed,
