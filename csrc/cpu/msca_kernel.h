@@ -13,7 +13,7 @@
 //
 // Included by isa_<name>.cpp (via instantiate.h) inside namespace exsynth::cpu::<isa>.
 
-constexpr int64_t kMscaChunk = 128;  // positions per work item
+constexpr int64_t kMscaChunk = 256;  // positions per work item (K x chunk buffers stay in L1/L2)
 
 // dst[i] = exp(src[i] - shift) for i < n (vectorised; dst may alias src); returns the sum.
 template <typename T>
@@ -80,11 +80,31 @@ static inline void msca_beta(const T* G, int64_t K, int64_t L, int64_t l0, int64
     for (int64_t i = 0; i < n; ++i) beta[k * kMscaChunk + i] *= sum[i];
 }
 
+// out[k] += sum_i f[i] * basis[k * kMscaChunk + i] for k < K, i < n: K dot
+// products sharing f, vectorised over i with one accumulator per k (blocks
+// of 8 k's stay in registers); a plain scalar reduction would not vectorise.
 template <typename T>
-static inline T dot_n(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+static inline void dots_with_rows(const T* f, const T* basis, int64_t K, int64_t n, T* out) {
+  typedef Simd<T> Sd;
+  typedef typename Sd::vec vec;
+  constexpr int KB = 8;
+  const int64_t nv = n / Sd::W * Sd::W;
+  for (int64_t k0 = 0; k0 < K; k0 += KB) {
+    const int kb = int(std::min<int64_t>(KB, K - k0));
+    vec acc[KB];
+    for (int k = 0; k < KB; ++k) acc[k] = Sd::splat(0);
+    for (int64_t i = 0; i < nv; i += Sd::W) {
+      const vec fv = Sd::load(f + i);
+#pragma GCC unroll 8
+      for (int k = 0; k < KB; ++k)
+        if (k < kb) acc[k] += fv * Sd::load(basis + (k0 + k) * kMscaChunk + i);
+    }
+    for (int k = 0; k < kb; ++k) {
+      T s = Sd::hsum(acc[k]);
+      for (int64_t i = nv; i < n; ++i) s += f[i] * basis[(k0 + k) * kMscaChunk + i];
+      out[k0 + k] += s;
+    }
+  }
 }
 
 // Sum per-thread partials acc[t][0..size) into dst.
@@ -128,10 +148,8 @@ void msca_forward(const T* F, const T* S, const T* G, const T* gate, T* out, T* 
       const int64_t n = std::min(kMscaChunk, L - l0);
       msca_alpha(S + b * K * L, stats + b * K * 2, K, L, l0, n, alpha.data());
       T* Vb = acc[tid].data() + b * N * K;
-      for (int64_t c = 0; c < N; ++c) {
-        const T* f = F + (b * N + c) * L + l0;
-        for (int64_t k = 0; k < K; ++k) Vb[c * K + k] += dot_n(f, alpha.data() + k * kMscaChunk, n);
-      }
+      for (int64_t c = 0; c < N; ++c)
+        dots_with_rows(F + (b * N + c) * L + l0, alpha.data(), K, n, Vb + c * K);
     }
   }
   reduce_partials(acc, used, B * N * K, V);
@@ -195,9 +213,8 @@ void msca_backward(const T* F, const T* S, const T* G, const T* gate, const T* V
       const T* vgb = vg.data() + b * N * K;
       for (int64_t c = 0; c < N; ++c) {
         const T* go = dout + (b * N + c) * L + l0;
+        dots_with_rows(go, beta.data(), K, n, dVb + c * K);
         for (int64_t k = 0; k < K; ++k) {
-          const T* bk = beta.data() + k * kMscaChunk;
-          dVb[c * K + k] += dot_n(go, bk, n);
           const T v = vgb[c * K + k];
           T* dbk = dbeta.data() + k * kMscaChunk;
           for (int64_t i = 0; i < n; ++i) dbk[i] += v * go[i];
