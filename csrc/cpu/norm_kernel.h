@@ -9,7 +9,15 @@
 //
 // Included by isa_<name>.cpp (via instantiate.h) inside namespace exsynth::cpu::<isa>.
 
-constexpr int64_t kNormChunk = 64;  // positions per work item
+constexpr int64_t kNormChunk = 512;  // most positions per work item
+
+// Positions per work item: long contiguous row segments for the prefetchers,
+// while `tensors` C x chunk slices still fit in about half of a 1 MiB L2.
+template <typename T>
+static inline int64_t norm_chunk(int64_t C, int tensors) {
+  const int64_t fit = (int64_t(512) << 10) / (C * int64_t(sizeof(T)) * tensors);
+  return std::max<int64_t>(16, std::min<int64_t>(kNormChunk, fit / 16 * 16));
+}
 
 // mean and std = sqrt(unbiased var + eps) of the chunk [l0, l0 + n) of one batch element.
 template <typename T>
@@ -40,11 +48,12 @@ static inline void pono_stats(const T* x, int64_t C, int64_t L, int64_t l0, int6
 template <typename T>
 void pono_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean_out, T* std_out,
                   int64_t B, int64_t Bg, int64_t C, int64_t L, double eps, int nthreads) {
-  const int64_t n_chunks = ceil_div(L, kNormChunk);
+  const int64_t chunk = norm_chunk<T>(C, gamma ? 4 : 2);
+  const int64_t n_chunks = ceil_div(L, chunk);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t w = 0; w < B * n_chunks; ++w) {
-    const int64_t b = w / n_chunks, l0 = (w % n_chunks) * kNormChunk;
-    const int64_t n = std::min(kNormChunk, L - l0);
+    const int64_t b = w / n_chunks, l0 = (w % n_chunks) * chunk;
+    const int64_t n = std::min(chunk, L - l0);
     double mean[kNormChunk], rstd[kNormChunk], stdv[kNormChunk];
     const T* xb = x + b * C * L;
     pono_stats(xb, C, L, l0, n, eps, mean, rstd, stdv);
@@ -74,17 +83,22 @@ void pono_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean_out, 
 // Gradient of PONO / PN-modulate. With y = (x - mean)/std and n = C:
 //   dx = (dy - sum(dy)/n - y * sum(dy*y)/(n-1)) / std + dmean/n + dstd*y/(n-1)
 // For PN-modulate (gamma != null): dy = dout * (1 + gamma), dgamma = dout*y,
-// dbeta = dout, summed over the batch when Bg == 1 (each work item owns a
+// dbeta = dout, summed over the batch when Bg == 1 (then each work item owns a
 // chunk of positions across all batch elements, so there is no race).
 template <typename T>
 void pono_backward(const T* x, const T* mean_in, const T* std_in, const T* dy_in,
                    const T* dmean, const T* dstd, const T* gamma, T* dx, T* dgamma, T* dbeta,
                    int64_t B, int64_t Bg, int64_t C, int64_t L, int nthreads) {
-  const int64_t n_chunks = ceil_div(L, kNormChunk);
+  const int64_t chunk = norm_chunk<T>(C, gamma ? 6 : 3);
+  const int64_t n_chunks = ceil_div(L, chunk);
+  // A work item owns a chunk of positions for one batch element, or for all
+  // of them when gamma is shared (its gradient sums over the batch).
+  const int64_t groups = (gamma && Bg == 1) ? 1 : B;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t ch = 0; ch < n_chunks; ++ch) {
-    const int64_t l0 = ch * kNormChunk, n = std::min(kNormChunk, L - l0);
-    for (int64_t b = 0; b < B; ++b) {
+  for (int64_t w = 0; w < groups * n_chunks; ++w) {
+    const int64_t ch = w % n_chunks, l0 = ch * chunk, n = std::min(chunk, L - l0);
+    const int64_t b_begin = groups == 1 ? 0 : w / n_chunks, b_end = groups == 1 ? B : b_begin + 1;
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const T* xb = x + b * C * L;
       const T* dyb = dy_in ? dy_in + b * C * L : nullptr;
       const int64_t gb = Bg == 1 ? 0 : b;
