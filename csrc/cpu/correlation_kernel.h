@@ -22,14 +22,16 @@ template <typename T> struct Tiles {
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 static inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 
-// C[MR x NR] (+)= A[MR x kdim] (row stride lda) * Bp[kdim x NR] (packed).
-template <typename T>
+// C[MR x NR] (+)= A[MR x kdim] (row stride lda) * Bp[kdim x NR] (packed),
+// NR = NV vectors. NV = 2 for the correlation GEMMs; msca's narrow K x chunk
+// products use NV = 1 when K fits one vector.
+template <typename T, int NV = Tiles<T>::NV>
 static inline void micro_kernel(int64_t kdim, const T* __restrict A, int64_t lda,
                                 const T* __restrict Bp, T* __restrict C, int64_t ldc,
                                 bool accumulate) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
-  constexpr int MR = Tiles<T>::MR, NV = Tiles<T>::NV, NR = Tiles<T>::NR, W = S::W;
+  constexpr int MR = Tiles<T>::MR, W = S::W, NR = W * NV;
   vec c[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -55,9 +57,8 @@ static inline void micro_kernel(int64_t kdim, const T* __restrict A, int64_t lda
 
 // Pack columns [c0, c0 + NR) of a rows x ld row-major matrix X into a
 // rows x NR panel, zero-filling columns >= ncols.
-template <typename T>
+template <typename T, int NR = Tiles<T>::NR>
 static void pack_col_panel(const T* X, int64_t rows, int64_t ld, int64_t ncols, int64_t c0, T* P) {
-  constexpr int NR = Tiles<T>::NR;
   const int64_t w = std::min<int64_t>(NR, ncols - c0);
   for (int64_t r = 0; r < rows; ++r) {
     T* dst = P + r * NR;
@@ -68,15 +69,14 @@ static void pack_col_panel(const T* X, int64_t rows, int64_t ld, int64_t ncols, 
   }
 }
 
-// Pack the transpose of rows [r0, r0 + NR) of X (rows x cols) as a cols x NR
-// panel: P[c][t] = X[r0 + t][c], zero for rows >= nrows.
-template <typename T>
-static void pack_row_panel_t(const T* X, int64_t nrows, int64_t cols, int64_t r0, T* P) {
-  constexpr int NR = Tiles<T>::NR;
+// Pack the transpose of rows [r0, r0 + NR) of X (rows of `cols` values, row
+// stride ld) as a cols x NR panel: P[c][t] = X[r0 + t][c], zero for rows >= nrows.
+template <typename T, int NR = Tiles<T>::NR>
+static void pack_row_panel_t(const T* X, int64_t nrows, int64_t cols, int64_t ld, int64_t r0, T* P) {
   for (int t = 0; t < NR; ++t) {
     const int64_t r = r0 + t;
     if (r < nrows) {
-      const T* src = X + r * cols;
+      const T* src = X + r * ld;
       for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = src[c];
     } else {
       for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = 0;
@@ -108,8 +108,8 @@ static void pack_keys(const T* k, const T* v, int64_t Lk, int64_t D, int64_t Cv,
     kp.kc.assign(ceil_div(D, NR) * kp.Lkr * NR, T(0));
   }
   for (int64_t p = 0; p < kp.n_kpan; ++p) {
-    pack_row_panel_t(k, Lk, D, p * NR, kp.kt.data() + p * D * NR);
-    if (for_backward) pack_row_panel_t(v, Lk, Cv, p * NR, kp.vt.data() + p * Cv * NR);
+    pack_row_panel_t(k, Lk, D, D, p * NR, kp.kt.data() + p * D * NR);
+    if (for_backward) pack_row_panel_t(v, Lk, Cv, Cv, p * NR, kp.vt.data() + p * Cv * NR);
   }
   if (v)
     for (int64_t p = 0; p * NR < Cv; ++p)
