@@ -44,13 +44,14 @@ BLOCK_D and CV_PAD; under TRITON_INTERPRET a single 16 x 16 config with 32-wide 
 Imports only torch, triton and the standard library (shipped as exsynth.kernels.correlation).
 """
 
-import contextlib
 import math
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import on_device
 
 __all__ = ["attention_forward", "attention_backward", "match_forward"]
 
@@ -456,9 +457,6 @@ def _prec(dtype):
     return FP32_DOT_PRECISION if dtype == torch.float32 else "tf32"
 
 
-def _on_device(t):
-    # Triton launches on the current CUDA device; make it the tensors' device
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _check(*ts):
@@ -479,7 +477,7 @@ def attention_forward(q, k, v, alpha=100.0):
     BLOCK_D, single, even = _d_tiling(D, q.dtype)
     CV_PAD = max(16, triton.next_power_of_2(Cv))
     grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
-    with _on_device(q):
+    with on_device(q):
         _attn_fwd_kernel[grid](q, k, v, out, lse, Lq, Lk, D, Cv, float(alpha) * _LOG2E,
                                _np2(D), _np2(B * Lq),
                                BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
@@ -516,7 +514,7 @@ def attention_backward(q, k, v, lse, delta, dout, alpha=100.0):
 
     grid_q = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
     grid_k = lambda meta: (triton.cdiv(Lk, meta["BLOCK_N"]), B)
-    with _on_device(q):
+    with on_device(q):
         _attn_bwd_dq_kernel[grid_q](q, k, v, dout, lse, delta, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
                                     _np2(D), _np2(B * Lq),
                                     BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
@@ -538,7 +536,7 @@ def match_forward(q, k):
     best = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
     BLOCK_D, single, even = _d_tiling(D, q.dtype)
     grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
-    with _on_device(q):
+    with on_device(q):
         _match_fwd_kernel[grid](q, k, index, best, Lq, Lk, D, _np2(D), _np2(B * Lq),
                                 BLOCK_D=BLOCK_D, SINGLE_D=single, EVEN_D=even, PREC=_prec(q.dtype))
     return index, best

@@ -32,16 +32,17 @@ Kernels (grids are 1-D and decoded in the kernel):
   c_k = sum_n dV V.  One read of F and S, one write of dvalue and dspatial.
 The tiny (B, N, K) / (B, K) glue between the phases (split sums, gate products) is plain torch.
 
-This module imports only torch and triton (and os / contextlib from the standard library); it is
+This module imports only torch and triton (and os from the standard library) and the shared launch helpers in ._common; it is
 shipped as exsynth.kernels.msca.
 """
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import min_programs, on_device
 
 __all__ = ["msca_forward", "msca_backward"]
 
@@ -370,30 +371,15 @@ def _prec(dtype):
     return FP32_DOT_PRECISION if dtype == torch.float32 else "tf32"
 
 
-def _on_device(t):
-    # Triton launches on the current CUDA device; make it the tensors' device
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-_SM_COUNT = {}
-
-
-def _min_programs(device):
-    if MIN_PROGRAMS is not None:
-        return MIN_PROGRAMS
-    if device.type != "cuda":
-        return 1
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return 4 * _SM_COUNT[idx]
 
 
 def _split(L, programs_per_split, grain, device):
     """(SPLIT, L_PER_SPLIT): contiguous l ranges, multiples of ``grain``, enough to reach the
     target number of programs; every range is non-empty."""
     grain = max(SPLIT_GRAIN, triton.cdiv(grain, SPLIT_GRAIN) * SPLIT_GRAIN)
-    want = triton.cdiv(_min_programs(device), max(1, programs_per_split))
+    want = triton.cdiv(min_programs(device, MIN_PROGRAMS), max(1, programs_per_split))
     split = max(1, min(want, triton.cdiv(L, grain)))
     per = triton.cdiv(triton.cdiv(L, split), grain) * grain
     return triton.cdiv(L, per), per
@@ -430,7 +416,7 @@ def msca_forward(value, spatial, channel, gate=None):
     split, per = _split(L, B * triton.cdiv(N, 64), SPLIT_GRAIN, dev)
     V = torch.empty((B, N, K), device=dev, dtype=torch.float32)
     VP = V if split == 1 else torch.empty((split, B, N, K), device=dev, dtype=torch.float32)
-    with _on_device(value):
+    with on_device(value):
         _stats_kernel[(B * K,)](spatial, stats, L, BLOCK=min(STATS_BLOCK, max(16, _np2(L))),
                                 num_warps=4 if STATS_BLOCK >= 512 else 1)
         grid_v = lambda meta: (B * triton.cdiv(N, meta["BLOCK_N"]) * split,)
@@ -472,7 +458,7 @@ def msca_backward(value, spatial, channel, gate, V, stats, dout):
     dvt = torch.empty((B, N, K), device=dev, dtype=torch.float32)
     dvtp = dvt if split == 1 else torch.empty((split, B, N, K), device=dev, dtype=torch.float32)
     g = gate.contiguous() if gate is not None else V  # dummy pointer when gate is None
-    with _on_device(value):
+    with on_device(value):
         _BWD_A_TUNED[cls][(B * split,)](V, g, channel, dout, dchannel, dvtp, B, N, K, L, per, split,
                                         _np2(N), _lbucket(per * B, L), BLOCK_N=block_n, K_PAD=K_PAD,
                                         HAS_GATE=gate is not None, SINGLE_N=single_n, PREC=prec)

@@ -29,16 +29,17 @@ without reading, so launches are idempotent).  With several batch groups (only w
 few position blocks to fill the GPU) each group writes an fp32 partial that the wrapper sums.
 
 Everything is accumulated in fp32; inputs / outputs may be float32, float16 or bfloat16; mean and
-std are float32 (B, L).  This module imports only torch and triton (plus os / contextlib from the
+std are float32 (B, L).  This module imports only torch and triton (plus os from the
 standard library); it is shipped as exsynth.kernels.pono.
 """
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import min_programs, on_device
 
 __all__ = ["positional_norm_forward", "positional_norm_backward", "pn_modulate_forward",
            "pn_modulate_backward"]
@@ -373,23 +374,8 @@ def _floor_pow2(x):
     return 1 << (x.bit_length() - 1)
 
 
-def _on_device(t):
-    # Triton launches on the current CUDA device; make it the tensors' device
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-_SM_COUNT = {}
-
-
-def _min_programs(device):
-    if MIN_PROGRAMS is not None:
-        return MIN_PROGRAMS
-    if device.type != "cuda":
-        return 1
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return 4 * _SM_COUNT[idx]
 
 
 def _tiling(C, L, es, nt_single, nt_chunk, rows, device):
@@ -411,7 +397,7 @@ def _tiling(C, L, es, nt_single, nt_chunk, rows, device):
         bc = min(CHUNK_C_MAX, c_pad, _floor_pow2(max(1, CHUNK_ELEMS // (bl * ntiles))))
     # never wider than the data; narrower blocks (down to min_bl) when the grid would be small
     bl = min(bl, max(min_bl, _np2(L)))
-    want = _min_programs(device)
+    want = min_programs(device, MIN_PROGRAMS)
     while bl > min_bl and triton.cdiv(L, bl) * rows < want:
         bl //= 2
     elems = bc * bl * ntiles
@@ -437,7 +423,7 @@ def _check_stats(x, mean, std):
 def _groups(B, L, bl, device):
     """Batch groups for a broadcast gamma: 1 unless the position blocks alone underfill the GPU."""
     nlb = triton.cdiv(L, bl)
-    g = min(B, max(1, triton.cdiv(_min_programs(device), nlb)))
+    g = min(B, max(1, triton.cdiv(min_programs(device, MIN_PROGRAMS), nlb)))
     nb_per = triton.cdiv(B, g)
     return triton.cdiv(B, nb_per), nb_per
 
@@ -453,7 +439,7 @@ def positional_norm_forward(x, eps=1e-5):
         return y, mean, std
     single, bc, bl, warps = _tiling(C, L, x.element_size(), 1, 1, B, x.device)
     grid = (triton.cdiv(L, bl) * B,)
-    with _on_device(x):
+    with on_device(x):
         _pono_fwd_kernel[grid](x, x, x, y, mean, std, B, C, L, float(eps), 1, B,
                                MODULATE=False, GAMMA_PER_BATCH=True, SINGLE=single,
                                BLOCK_C=bc, BLOCK_L=bl, num_warps=warps)
@@ -477,7 +463,7 @@ def positional_norm_backward(x, mean, std, dy=None, dmean=None, dstd=None):
     dstd = None if dstd is None else dstd.to(torch.float32).contiguous()
     single, bc, bl, warps = _tiling(C, L, x.element_size(), 2, 2, B, x.device)
     grid = (triton.cdiv(L, bl) * B,)
-    with _on_device(x):
+    with on_device(x):
         _pono_bwd_kernel[grid](x, mean, std, x if dy is None else dy,
                                mean if dmean is None else dmean, std if dstd is None else dstd,
                                dx, B, C, L,
@@ -515,7 +501,7 @@ def pn_modulate_forward(x, gamma, beta, eps=1e-5):
         single, bc, bl, warps = _tiling(C, L, es, 3, 3, 1, x.device)
         groups, nb_per = _groups(B, L, bl, x.device)
     grid = (triton.cdiv(L, bl) * groups,)
-    with _on_device(x):
+    with on_device(x):
         _pono_fwd_kernel[grid](x, gamma, beta, out, mean, std, B, C, L, float(eps), nb_per, groups,
                                MODULATE=True, GAMMA_PER_BATCH=per_batch, SINGLE=single,
                                BLOCK_C=bc, BLOCK_L=bl, num_warps=warps)
@@ -552,7 +538,7 @@ def pn_modulate_backward(x, gamma, mean, std, dout):
         dg = torch.empty(gamma.shape, device=x.device, dtype=x.dtype)
         db = torch.empty(gamma.shape, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(L, bl) * groups,)
-    with _on_device(x):
+    with on_device(x):
         _pnmod_bwd_kernel[grid](x, gamma, mean, std, dout, dx, dg, db, B, C, L, nb_per, groups,
                                 GAMMA_PER_BATCH=per_batch, SINGLE=single,
                                 BLOCK_C=bc, BLOCK_L=bl, num_warps=warps)

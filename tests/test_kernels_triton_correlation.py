@@ -6,22 +6,15 @@ tiles, so D = 37, 70, 150 exercise the tiled-D paths (read-modify-write dQ / dK 
 and D = 5, 20 the single-tile register paths; Lq, Lk are not multiples of the block size.
 """
 
+# conftest.py sets TRITON_INTERPRET=1 when there is no GPU, before any kernel is defined.
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # must precede importing triton / defining kernels
-
-import importlib.util
-import pathlib
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "kernels" / "correlation.py"
-_spec = importlib.util.spec_from_file_location("exsynth_kernels_correlation", _PATH)
-corr = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(corr)
+import exsynth.kernels.correlation as corr  # noqa: E402
 
 # Tolerances.  fp32: every dot is accumulated in fp32 over D <= 150 terms and the softmax over
 # Lk <= 70 keys in fp32, so out / lse / dv agree with float64 to ~1e-6 relative; dq and dk carry
@@ -160,10 +153,9 @@ def test_match_ties_first_occurrence():
 # --------------------------------------------------------------------------------------------
 
 _GPU_SCRIPT = r"""
-import importlib.util, sys, torch
-spec = importlib.util.spec_from_file_location("exsynth_kernels_correlation_gpu", sys.argv[1])
-corr = importlib.util.module_from_spec(spec); spec.loader.exec_module(corr)
-dev = sys.argv[2]
+import sys, torch
+import exsynth.kernels.correlation as corr
+dev = sys.argv[1]
 _delta = lambda do, o: (do.float() * o.float()).sum(-1).contiguous()
 small = dev == "cpu"  # harness self-check under the interpreter
 cases = [(1, 20, 40, 37, 3, 100.0), (1, 18, 17, 300, 48, 100.0)] if small else [
@@ -211,8 +203,9 @@ def _run_gpu_script(device, interpret):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if interpret:
         env["TRITON_INTERPRET"] = "1"
-    res = subprocess.run([sys.executable, "-c", _GPU_SCRIPT, str(_PATH), device], env=env,
-                         capture_output=True, text=True, timeout=1800)
+    res = subprocess.run([sys.executable, "-c", _GPU_SCRIPT, device], env=env,
+                         capture_output=True, text=True, timeout=1800,
+                         cwd=os.path.dirname(__file__))  # the installed exsynth, not the source tree
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
 
 

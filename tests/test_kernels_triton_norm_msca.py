@@ -18,30 +18,13 @@ PONO input gradient is a difference of terms of size |dy| / std that cancel almo
 C = 2 (y = +-1/sqrt(2) up to eps), so its error is measured relative to that term scale.
 """
 
-import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # must precede importing triton / defining kernels
-
-import importlib.util
-import pathlib
-
+# conftest.py sets TRITON_INTERPRET=1 when there is no GPU, before any kernel is defined.
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
-_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "kernels"
-
-
-def _load(name, filename):
-    spec = importlib.util.spec_from_file_location(name, _KERNELS / filename)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pono = _load("exsynth_kernels_pono", "pono.py")
-msca = _load("exsynth_kernels_msca", "msca.py")
+from exsynth.kernels import msca, pono  # noqa: E402
 
 TOL = 1e-5
 EPS = 1e-5

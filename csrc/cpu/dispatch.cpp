@@ -108,24 +108,7 @@ void msca_backward(const T* F, const T* S, const T* G, const T* gate, const T* V
                                       L, nthreads))
 }
 
-#define EXSYNTH_INSTANTIATE(T)                                                                    \
-  template void attention_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,      \
-                                     int64_t, int64_t, int64_t, T, int);                         \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, \
-                                      T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, \
-                                      int);                                                       \
-  template void match_forward<T>(const T*, const T*, int64_t*, T*, int64_t, int64_t, int64_t,    \
-                                 int64_t, int);                                                   \
-  template void pono_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,      \
-                                int64_t, int64_t, double, int);                                  \
-  template void pono_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,      \
-                                 const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int);   \
-  template void msca_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,      \
-                                int64_t, int64_t, int64_t, int);                                 \
-  template void msca_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,      \
-                                 const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,    \
-                                 int);
-EXSYNTH_INSTANTIATE(float)
-EXSYNTH_INSTANTIATE(double)
+EXSYNTH_INSTANTIATE_KERNELS(float)
+EXSYNTH_INSTANTIATE_KERNELS(double)
 
 }}  // namespace exsynth::cpu

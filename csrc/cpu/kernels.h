@@ -39,3 +39,23 @@ EXSYNTH_DECLARE_CPU_KERNELS(base)
 EXSYNTH_DECLARE_CPU_KERNELS(avx2)
 EXSYNTH_DECLARE_CPU_KERNELS(avx512)
 #endif
+
+// Explicit instantiations of every kernel for one scalar type, in the current
+// namespace: each ISA translation unit and the dispatcher use the same list.
+#define EXSYNTH_INSTANTIATE_KERNELS(T)                                                        \
+  template void attention_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
+                                     int64_t, int64_t, int64_t, T, int);                       \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*,         \
+                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                      int64_t, T, int);                                         \
+  template void match_forward<T>(const T*, const T*, int64_t*, T*, int64_t, int64_t, int64_t,  \
+                                 int64_t, int);                                                 \
+  template void pono_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,    \
+                                int64_t, int64_t, double, int);                                \
+  template void pono_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,    \
+                                 const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int); \
+  template void msca_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,    \
+                                int64_t, int64_t, int64_t, int);                               \
+  template void msca_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,    \
+                                 const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,  \
+                                 int);
