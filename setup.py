@@ -62,8 +62,29 @@ def _torch_cuda_version():
     return None if value == "None" else value
 
 
+def _is_cuda_home(path):
+    return bool(path) and os.path.exists(os.path.join(path, "include", "cuda_runtime_api.h"))
+
+
+def _cuda_home():
+    """CUDA_HOME / CUDA_PATH, else the toolkit around nvcc, else /usr/local/cuda.
+
+    nvcc on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), so a
+    candidate counts only where it has the runtime headers.
+    """
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        if _is_cuda_home(os.environ.get(env)):
+            return os.environ[env]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if _is_cuda_home(home):
+            return home
+    return "/usr/local/cuda" if _is_cuda_home("/usr/local/cuda") else None
+
+
 def _nvcc():
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    home = _cuda_home()
     if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
         return os.path.join(home, "bin", "nvcc")
     return shutil.which("nvcc")
@@ -101,7 +122,9 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         if ext.name == "exsynth._C_cuda":
             nvcc = _nvcc()
-            cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+            cuda_home = _cuda_home()
+            if cuda_home is None:
+                raise RuntimeError("CUDA runtime headers not found; set CUDA_HOME")
             objects = []
             build_dir = os.path.join(self.build_temp, "cuda")
             os.makedirs(build_dir, exist_ok=True)
@@ -113,8 +136,11 @@ class BuildExt(build_ext):
                     continue
                 src = os.path.join(CUDA_SOURCES_DIR, name)
                 obj = os.path.join(build_dir, name + ".o")
+                # No --use_fast_math: its approximate division/sqrt and flushed
+                # denormals would change PONO's statistics; kernels use fast
+                # intrinsics explicitly where they are safe.
                 cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
-                       "--use_fast_math", "-Icsrc", *gencode]
+                       "-Icsrc", *gencode]
                 print(" ".join(cmd))
                 subprocess.check_call(cmd)
                 objects.append(obj)

@@ -7,13 +7,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import torch
 
 from . import common
 
-OPS = ("correlation", "pn_modulate", "msca")
+OPS = ("correlation", "pn_modulate", "msca", "ptxas")
+
+
+PTXAS_REPORT = os.path.join(os.path.dirname(__file__), "results", "ptxas.txt")
+
+
+def show_ptxas() -> int:
+    """Print the committed ptxas resource report of the CUDA kernels
+    (bench/cuda_resources.sh writes it; no GPU needed)."""
+    if not os.path.exists(PTXAS_REPORT):
+        print(f"no report at {PTXAS_REPORT}; run: bash bench/cuda_resources.sh", file=sys.stderr)
+        return 1
+    with open(PTXAS_REPORT) as f:
+        text = f.read()
+    print(text)
+    spills = [line for line in text.splitlines() if re.search(r"\b[1-9][0-9]* bytes spill", line)]
+    print(f"# {len(spills)} kernel(s) with spills" if spills else "# no kernel spills registers")
+    return 0
 
 
 def main(argv=None):
@@ -40,6 +58,8 @@ def main(argv=None):
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/<op>-<device>.json)")
     args = p.parse_args(argv)
+    if args.op == "ptxas":
+        return show_ptxas()
 
     from . import correlation, norm_msca
 

@@ -27,14 +27,14 @@ trap 'rm -rf "$tmp"' EXIT
 {
   echo "# ptxas -v resource usage of csrc/cuda/*.cu"
   echo "# $("$nvcc_bin" --version | tail -n 1)"
-  echo "# flags: -O3 -std=c++17 --use_fast_math -Icsrc -Xptxas -v (as setup.py, one arch at a time)"
+  echo "# flags: -O3 -std=c++17 -Icsrc -Xptxas -v (as setup.py, one arch at a time)"
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   for arch in 80 90; do
     for f in csrc/cuda/*.cu; do
       echo
       echo "=== $f  sm_$arch"
       # One arch per compile (files compiled one at a time: shared CPUs).
-      "$nvcc_bin" -c "$f" -o "$tmp/x.o" -O3 -std=c++17 --use_fast_math -Icsrc \
+      "$nvcc_bin" -c "$f" -o "$tmp/x.o" -O3 -std=c++17 -Icsrc \
         -gencode=arch=compute_$arch,code=sm_$arch -Xptxas -v 2>"$tmp/log" || {
           cat "$tmp/log"
           exit 1

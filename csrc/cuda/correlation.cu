@@ -395,6 +395,9 @@ __global__ void __launch_bounds__(THREADS, 2)
       load_tile<T, TN, C::KC>(sB, C::LDT, v + j0 * Cv + c0, Cv, kvalid, Cv - c0);
       __syncthreads();
       for (int j = 0; j < C::KC / 16 && c0 + 16 * j < Cvp; ++j) {
+        // Load, accumulate and store back this warp's 16 x 16 piece of O. The store cannot
+        // overtake another lane's load of the same addresses: the stored values depend on
+        // every lane's loaded fragment through the warp-collective mma.
         Acc<T> o[1];
         float* po = sO + 16 * warp * ldo + c0 + 16 * j;
         o[0].load(po, ldo);
