@@ -58,8 +58,10 @@ def test_correlation_warp_rejects(backend, q, k, v, kwargs, exc, msg):
 
 def test_cycle_warp_names_its_arguments():
     q, k, _ = _good()
-    with pytest.raises(ValueError, match=r"spatial size of warped"):
+    with pytest.raises(ValueError, match=r"spatial size of warped \(3, 7\) must equal that of query \(5, 6\)"):
         ops.cycle_warp(q, k, torch.randn(2, 3, 3, 7))  # must live on the query grid
+    with pytest.raises(ValueError, match=r"key must have 4 dimensions"):
+        ops.cycle_warp(q, k[0], torch.randn(2, 3, 5, 6))
     with pytest.raises(ValueError, match=r"warped contain"):
         ops.cycle_warp(q, k, _nan(torch.randn(2, 3, 5, 6)))
 

@@ -115,16 +115,19 @@ def _check_query_key(op: str, query, key) -> None:
     _validate.dim_equal(op, "channels (dim 1)", "query", query.shape[1], "key", key.shape[1])
 
 
-def _check_warp_args(op, query, key, value, value_name, alpha, patch_size):
+def _check_warp_args(op, query, key, value, value_name, alpha, patch_size, grid_name="key"):
+    """Checks in the user's names; `value` lives on the grid of `grid_name`
+    (the key's for a warp, the query's for the cycle warp)."""
     alpha = _check_options(op, alpha, patch_size)
     _check_query_key(op, query, key)
+    grid = key if grid_name == "key" else query
     _validate.tensor(op, value_name, value, 4)
     _validate.same_device_dtype(op, query=query, **{value_name: value})
     _validate.dim_equal(op, "batch size (dim 0)", value_name, value.shape[0], "key", key.shape[0])
-    if value.shape[2:] != key.shape[2:]:
+    if value.shape[2:] != grid.shape[2:]:
         raise ValueError(
             f"{op}: spatial size of {value_name} {tuple(value.shape[2:])} must equal that of "
-            f"key {tuple(key.shape[2:])}"
+            f"{grid_name} {tuple(grid.shape[2:])}"
         )
     _validate.finite(op, query=query, key=key, **{value_name: value})
     return alpha
@@ -174,7 +177,7 @@ def cycle_warp(query: torch.Tensor, key: torch.Tensor, warped: torch.Tensor, *,
     It is correlation_warp with query and key swapped. Returns (B, Cw, Hk, Wk).
     """
     op = "cycle_warp"
-    alpha = _check_warp_args(op, key, query, warped, "warped", alpha, patch_size)
+    alpha = _check_warp_args(op, query, key, warped, "warped", alpha, patch_size, grid_name="query")
     return _warp(op, key, query, warped, alpha, patch_size, center, backend, False)
 
 
