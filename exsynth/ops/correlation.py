@@ -19,12 +19,22 @@ _WARP = "correlation_warp"
 def _features(x: torch.Tensor, patch_size: int, center: bool, dtype: torch.dtype) -> torch.Tensor:
     """(B, C, H, W) -> normalised (B, H*W, D) rows, contiguous, in `dtype`.
 
-    Same steps as the reference, laid out for the kernels (one row per
-    position); norms are taken in float32 or wider so eps stays meaningful.
+    The reference's steps, laid out for the kernels (one row per position).
+    Patches are gathered as k*k shifted channels-last views stacked along the
+    row, which writes the (B, L, D) rows once; F.unfold would write (B, D, L)
+    and need a transposing copy (2x slower at D = 2304). The order of the D
+    entries differs from F.unfold's, which no cosine can tell: q and k share it.
+    Norms are taken in float32 or wider so eps stays meaningful.
     """
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    f = F.unfold(x, kernel_size=patch_size, padding=patch_size // 2) if patch_size > 1 else x.flatten(2)
-    f = f.transpose(1, 2)
+    B, C, H, W = x.shape
+    if patch_size > 1:
+        p = patch_size // 2
+        x = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # zero padding k//2, channels last
+        f = torch.stack([x[:, dy:dy + H, dx:dx + W, :] for dy in range(patch_size)
+                         for dx in range(patch_size)], dim=3).reshape(B, H * W, -1)
+    else:
+        f = x.flatten(2).transpose(1, 2)
     if center:
         f = f - f.mean(dim=2, keepdim=True)
     f = f / (torch.linalg.vector_norm(f, dim=2, keepdim=True) + reference.NORM_EPS)
