@@ -1,5 +1,6 @@
 """Layers built on exsynth.ops, for the models and for other projects."""
 from .attention import MSCAModule
 from .normalization import PNSPADE, PositionalNorm2d
+from .vgg import VGG19Features, load_vgg19
 
-__all__ = ["PositionalNorm2d", "PNSPADE", "MSCAModule"]
+__all__ = ["PositionalNorm2d", "PNSPADE", "MSCAModule", "VGG19Features", "load_vgg19"]
