@@ -7,6 +7,7 @@ from .cocosnet import (
     TranslationNet,
     distort_exemplar,
 )
+from .msca_net import MSCANet, MSCANetConfig, cross_reconstruction_crops, reconstruction_losses
 
 __all__ = [
     "CoCosNetConfig",
@@ -15,4 +16,8 @@ __all__ = [
     "CoCosNet",
     "MultiscalePatchDiscriminator",
     "distort_exemplar",
+    "MSCANetConfig",
+    "MSCANet",
+    "cross_reconstruction_crops",
+    "reconstruction_losses",
 ]

@@ -1,0 +1,389 @@
+"""MSCA-Net: masked spatial-channel attention for example-guided scene synthesis.
+
+Reads top-down like the paper's Fig. 2 (scales i = 0 (finest, image size) ... L (coarsest)):
+
+    exemplar x_2 ──► VGG19 relu{1..5}_1 (frozen) ──► 1x1 W_x^(i) ─────────► F_x2^(i)  (Eq. 1)
+                     (or a light trainable conv encoder)                       │
+    label c_1 ──► label pyramid c_1^(i) ─┐  shared 1x1 convs, coarse→fine  ─► F_c1^(i)  (Eq. 2)
+    label c_2 ──► label pyramid c_2^(i) ─┘  (LReLU(W_c [↑F^(i+1), c^(i)])) ─► F_c2^(i)  (Eq. 3)
+                                                                               │
+            MSCAModule_i (K = 8,16,16,16,16; feature masking) (Eq. 4-8) ◄──────┘
+                                                                               │
+                                                                               ▼ F_x1^(i)
+    SPADE synthesis, coarse → fine: conv([F_x1^(L), F_c1^(L)]) ─► ResBlk_L ─► ↑ ─► ResBlk_{L-1} ...
+    each ResBlk's (PN-)SPADE layers are conditioned on [F_x1^(i), F_c1^(i)] ─► conv ─► tanh ─► x̂
+
+Self-supervision (Sec. 3.4, Eq. 9-12): `cross_reconstruction_crops` cuts two
+non-overlapping patches of one image, `reconstruction_losses` computes the patch
+cross-reconstruction (x_p from c_p and exemplar x_q, and vice versa) and the global
+self-reconstruction (x from c and exemplar x) L1 terms (+ optional perceptual terms).
+GAN terms live with the trainer.
+
+Notes on choices the paper leaves open or that this package makes:
+- The SPADE layers are `exsynth.nn.PNSPADE` (positional normalisation instead of
+  SPADE's batch norm: the package's only SPADE layer, batch-independent).
+- The synthesis starts from a conv of the coarsest [F_x1^(L), F_c1^(L)] (no noise z).
+- Label maps are resized with nearest-neighbour interpolation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import MSCAModule, PNSPADE, load_vgg19
+
+__all__ = [
+    "MSCANetConfig",
+    "MSCANet",
+    "LabelPyramidEncoder",
+    "LightImageEncoder",
+    "VGGImageEncoder",
+    "SPADEResBlock",
+    "CropPair",
+    "cross_reconstruction_crops",
+    "reconstruction_losses",
+]
+
+VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+VGG_CHANNELS = (64, 128, 256, 512, 512)
+
+
+@dataclass
+class MSCANetConfig:
+    """Options of MSCA-Net. Paper: 5 scales (L = 4), K = 8,16,16,16,16, VGG19 features.
+
+    width: base channels of the synthesis decoder (scale i has width * min(2**i, 8) channels)
+        and of the light image encoder.
+    feature_channels: N, the channels F_x2^(i) is compressed to by W_x^(i) (None -> width).
+    label_feature_channels: M1 = M2, channels of F_c^(i) (None -> width).
+    ks: number of attention maps K per scale, finest first; len(ks) == num_scales.
+    use_vgg: frozen VGG19 (relu1_1..relu5_1) image features; False -> a small trainable
+        conv encoder (tests, light CPU training). vgg_path: local VGG19 weights (see
+        exsynth.nn.load_vgg19); None -> random init with a warning.
+    spade_hidden: hidden channels of each PN-SPADE condition encoder.
+    Inputs must have height and width divisible by 2**(num_scales - 1).
+    """
+
+    label_channels: int
+    image_channels: int = 3
+    width: int = 64
+    ks: Tuple[int, ...] = (8, 16, 16, 16, 16)
+    num_scales: int = 5
+    masking: bool = True
+    vgg_path: Optional[str] = None
+    use_vgg: bool = True
+    backend: str = "auto"
+    feature_channels: Optional[int] = None
+    label_feature_channels: Optional[int] = None
+    spade_hidden: int = 128
+
+    def __post_init__(self):
+        self.ks = tuple(int(k) for k in self.ks)
+        if len(self.ks) != self.num_scales:
+            raise ValueError(f"MSCANetConfig: len(ks)={len(self.ks)} must equal num_scales={self.num_scales}")
+        if self.use_vgg and not 1 <= self.num_scales <= len(VGG_LAYERS):
+            raise ValueError(f"MSCANetConfig: with use_vgg, num_scales must be in 1..{len(VGG_LAYERS)}")
+        if self.use_vgg and self.image_channels != 3:
+            raise ValueError("MSCANetConfig: use_vgg needs image_channels == 3")
+
+    @property
+    def n_feat(self) -> int:
+        return self.feature_channels or self.width
+
+    @property
+    def m_feat(self) -> int:
+        return self.label_feature_channels or self.width
+
+    def decoder_channels(self, i: int) -> int:
+        return self.width * min(2 ** i, 8)
+
+
+# ---- feature extraction (Eq. 1-3) ----------------------------------------------------------------
+
+class VGGImageEncoder(nn.Module):
+    """Frozen VGG19 relu{i+1}_1 at scale i (stride 2**i), then 1x1 W_x^(i) (Eq. 1)."""
+
+    def __init__(self, cfg: MSCANetConfig):
+        super().__init__()
+        self.layers = VGG_LAYERS[: cfg.num_scales]
+        self.vgg = load_vgg19(cfg.vgg_path)
+        for p in self.vgg.parameters():
+            p.requires_grad_(False)
+        self.vgg.eval()
+        self.proj = nn.ModuleList(nn.Conv2d(c, cfg.n_feat, 1) for c in VGG_CHANNELS[: cfg.num_scales])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vgg.eval()  # frozen backbone stays in eval mode
+        return self
+
+    def forward(self, image: torch.Tensor) -> List[torch.Tensor]:
+        with torch.no_grad():
+            feats = self.vgg(image, self.layers)
+        return [w(feats[name]) for w, name in zip(self.proj, self.layers)]
+
+
+class LightImageEncoder(nn.Module):
+    """Trainable stand-in for VGG: conv stages at strides 1, 2, 4, ..., then 1x1 W_x^(i)."""
+
+    def __init__(self, cfg: MSCANetConfig):
+        super().__init__()
+        w = cfg.width
+        stages, cin = [], cfg.image_channels
+        for i in range(cfg.num_scales):
+            cout = w * min(2 ** i, 8)
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2),
+            ))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+        self.proj = nn.ModuleList(nn.Conv2d(cfg.decoder_channels(i), cfg.n_feat, 1)
+                                  for i in range(cfg.num_scales))
+
+    def forward(self, image: torch.Tensor) -> List[torch.Tensor]:
+        out, h = [], image
+        for stage, w in zip(self.stages, self.proj):
+            h = stage(h)
+            out.append(w(h))
+        return out
+
+
+class LabelPyramidEncoder(nn.Module):
+    """Eq. 2-3: F^(L) = LReLU(W_c^(L) c^(L)); F^(i) = LReLU(W_c^(i) [↑F^(i+1), c^(i)]).
+
+    1x1 convs, x2 bilinear upsampling; one instance is shared by c_1 and c_2.
+    Returns features finest (i = 0) first.
+    """
+
+    def __init__(self, cfg: MSCANetConfig):
+        super().__init__()
+        m, L = cfg.m_feat, cfg.num_scales - 1
+        self.num_scales = cfg.num_scales
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cfg.label_channels + (0 if i == L else m), m, 1) for i in range(cfg.num_scales)
+        )
+
+    def forward(self, label: torch.Tensor) -> List[torch.Tensor]:
+        H, W = label.shape[2:]
+        feats: List[Optional[torch.Tensor]] = [None] * self.num_scales
+        prev = None
+        for i in reversed(range(self.num_scales)):
+            c_i = F.interpolate(label, size=(H >> i, W >> i), mode="nearest") if i else label
+            x = c_i if prev is None else torch.cat(
+                [F.interpolate(prev, size=c_i.shape[2:], mode="bilinear", align_corners=False), c_i], 1)
+            prev = F.leaky_relu(self.convs[i](x), 0.2)
+            feats[i] = prev
+        return feats  # type: ignore[return-value]
+
+
+# ---- synthesis (Sec. 3.3) ----------------------------------------------------------------------
+
+class SPADEResBlock(nn.Module):
+    """SPADE ResBlk with PN-SPADE: [norm-LReLU-conv] x2 + (learned) shortcut, all cond-modulated."""
+
+    def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int, backend: str):
+        super().__init__()
+        mid = min(cin, cout)
+        self.norm0 = PNSPADE(cin, cond_channels, hidden, backend=backend)
+        self.conv0 = nn.Conv2d(cin, mid, 3, padding=1)
+        self.norm1 = PNSPADE(mid, cond_channels, hidden, backend=backend)
+        self.conv1 = nn.Conv2d(mid, cout, 3, padding=1)
+        self.learned_skip = cin != cout
+        if self.learned_skip:
+            self.norm_s = PNSPADE(cin, cond_channels, hidden, backend=backend)
+            self.conv_s = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        s = self.conv_s(self.norm_s(x, cond)) if self.learned_skip else x
+        h = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
+        h = self.conv1(F.leaky_relu(self.norm1(h, cond), 0.2))
+        return s + h
+
+
+class SynthesisNet(nn.Module):
+    """Coarse-to-fine SPADE decoder conditioned at scale i on [F_x1^(i), F_c1^(i)]."""
+
+    def __init__(self, cfg: MSCANetConfig):
+        super().__init__()
+        L = cfg.num_scales - 1
+        cond = cfg.n_feat + cfg.m_feat
+        self.head = nn.Conv2d(cond, cfg.decoder_channels(L), 3, padding=1)
+        self.blocks = nn.ModuleList(
+            SPADEResBlock(cfg.decoder_channels(min(i + 1, L)), cfg.decoder_channels(i), cond,
+                          cfg.spade_hidden, cfg.backend)
+            for i in range(cfg.num_scales)
+        )  # blocks[i] runs at scale i; its input comes from scale i+1 (or the head at L)
+        self.to_image = nn.Conv2d(cfg.decoder_channels(0), cfg.image_channels, 3, padding=1)
+
+    def forward(self, conds: Sequence[torch.Tensor]) -> torch.Tensor:
+        L = len(conds) - 1
+        h = self.head(conds[L])
+        for i in reversed(range(L + 1)):
+            if h.shape[2:] != conds[i].shape[2:]:
+                h = F.interpolate(h, size=conds[i].shape[2:], mode="nearest")
+            h = self.blocks[i](h, conds[i])
+        return torch.tanh(self.to_image(F.leaky_relu(h, 0.2)))
+
+
+# ---- the generator -----------------------------------------------------------------------------
+
+class MSCANet(nn.Module):
+    """forward(label c_1, exemplar x_2, exemplar_label c_2, return_attention=False)
+    -> dict(fake (B, C, H, W) in [-1, 1], aligned=[F_x1^(i), finest first],
+            attention=[(alpha, beta) each (B, K_i, H_i, W_i)] when requested).
+
+    Labels are (B, label_channels, H, W) one-hot (or soft) maps; images are in [-1, 1].
+    """
+
+    def __init__(self, cfg: MSCANetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = VGGImageEncoder(cfg) if cfg.use_vgg else LightImageEncoder(cfg)
+        self.label_encoder = LabelPyramidEncoder(cfg)
+        self.msca = nn.ModuleList(
+            MSCAModule(cfg.n_feat, cfg.m_feat, cfg.m_feat, k=k, masking=cfg.masking, backend=cfg.backend)
+            for k in cfg.ks
+        )
+        self.synthesis = SynthesisNet(cfg)
+
+    def _check(self, label, exemplar, exemplar_label):
+        cfg = self.cfg
+        if label.dim() != 4 or label.shape[1] != cfg.label_channels:
+            raise ValueError(f"MSCANet: label must be (B, {cfg.label_channels}, H, W), got {tuple(label.shape)}")
+        if exemplar_label.dim() != 4 or exemplar_label.shape[1] != cfg.label_channels:
+            raise ValueError(f"MSCANet: exemplar_label must be (B, {cfg.label_channels}, H, W), "
+                             f"got {tuple(exemplar_label.shape)}")
+        if exemplar.dim() != 4 or exemplar.shape[1] != cfg.image_channels:
+            raise ValueError(f"MSCANet: exemplar must be (B, {cfg.image_channels}, H, W), got {tuple(exemplar.shape)}")
+        if exemplar.shape[2:] != exemplar_label.shape[2:]:
+            raise ValueError("MSCANet: exemplar and exemplar_label must have the same spatial size")
+        f = 2 ** (cfg.num_scales - 1)
+        for name, t in (("label", label), ("exemplar", exemplar)):
+            if t.shape[2] % f or t.shape[3] % f:
+                raise ValueError(f"MSCANet: {name} height and width must be divisible by {f}, "
+                                 f"got {tuple(t.shape[2:])}")
+
+    def extract_features(self, label, exemplar, exemplar_label):
+        """Eq. 1-3: (F_x2, F_c1, F_c2), lists finest first."""
+        return self.image_encoder(exemplar), self.label_encoder(label), self.label_encoder(exemplar_label)
+
+    def forward(self, label: torch.Tensor, exemplar: torch.Tensor, exemplar_label: torch.Tensor,
+                return_attention: bool = False) -> Dict[str, object]:
+        self._check(label, exemplar, exemplar_label)
+        f_x2, f_c1, f_c2 = self.extract_features(label, exemplar, exemplar_label)
+        aligned, attention, conds = [], [], []
+        for i, msca in enumerate(self.msca):
+            fx2, fc2 = f_x2[i], f_c2[i]
+            if fx2.shape[2:] != f_c1[i].shape[2:]:  # exemplar and target may differ in size
+                fx2 = F.interpolate(fx2, size=f_c1[i].shape[2:], mode="bilinear", align_corners=False)
+                fc2 = F.interpolate(fc2, size=f_c1[i].shape[2:], mode="bilinear", align_corners=False)
+            res = msca(fx2, f_c1[i], fc2, return_attention=return_attention)
+            if return_attention:
+                fx1, alpha, beta = res
+                attention.append((alpha, beta))
+            else:
+                fx1 = res
+            aligned.append(fx1)
+            conds.append(torch.cat([fx1, f_c1[i]], dim=1))
+        out: Dict[str, object] = dict(fake=self.synthesis(conds), aligned=aligned)
+        if return_attention:
+            out["attention"] = attention
+        return out
+
+
+# ---- self-supervision (Sec. 3.4) ---------------------------------------------------------------
+
+class CropPair(NamedTuple):
+    """Two non-overlapping crops per sample; boxes are (B, 4) long tensors (top, left, h, w)."""
+
+    x_p: torch.Tensor
+    c_p: torch.Tensor
+    x_q: torch.Tensor
+    c_q: torch.Tensor
+    box_p: torch.Tensor
+    box_q: torch.Tensor
+
+
+def _randint(n: int, generator: Optional[torch.Generator]) -> int:
+    return int(torch.randint(n, (1,), generator=generator).item())
+
+
+def _sample_pair(H: int, W: int, ch: int, cw: int, generator) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    axes = [a for a, (s, c) in enumerate(((H, ch), (W, cw))) if s >= 2 * c]
+    axis = axes[_randint(len(axes), generator)]
+    S, c = (H, ch) if axis == 0 else (W, cw)
+    # split axis: p anywhere a non-overlapping q exists, then q uniformly among those
+    ps = [p for p in range(S - c + 1) if p >= c or p + 2 * c <= S]
+    p = ps[_randint(len(ps), generator)]
+    qs = [q for q in range(S - c + 1) if abs(q - p) >= c]
+    q = qs[_randint(len(qs), generator)]
+    S2, c2 = (W, cw) if axis == 0 else (H, ch)
+    p2, q2 = _randint(S2 - c2 + 1, generator), _randint(S2 - c2 + 1, generator)
+    return ((p, p2), (q, q2)) if axis == 0 else ((p2, p), (q2, q))
+
+
+def cross_reconstruction_crops(image: torch.Tensor, label: torch.Tensor, crop, generator=None) -> CropPair:
+    """Cut two non-overlapping crops (x_p, c_p), (x_q, c_q) from each image for Eq. 9.
+
+    crop: int or (h, w); the image must fit two crops side by side along height or width.
+    Positions are drawn per sample from `generator` (deterministic given its seed):
+    the crops are separated along a randomly chosen axis and placed uniformly otherwise.
+    """
+    ch, cw = (crop, crop) if isinstance(crop, int) else map(int, crop)
+    B, _, H, W = image.shape
+    if label.shape[0] != B or label.shape[2:] != image.shape[2:]:
+        raise ValueError("cross_reconstruction_crops: image and label must share batch and spatial size")
+    if ch < 1 or cw < 1 or ch > H or cw > W or (H < 2 * ch and W < 2 * cw):
+        raise ValueError(f"cross_reconstruction_crops: two non-overlapping {ch}x{cw} crops do not fit "
+                         f"in a {H}x{W} image")
+    xs_p, cs_p, xs_q, cs_q, bp, bq = [], [], [], [], [], []
+    for b in range(B):
+        (tp, lp), (tq, lq) = _sample_pair(H, W, ch, cw, generator)
+        xs_p.append(image[b, :, tp:tp + ch, lp:lp + cw])
+        cs_p.append(label[b, :, tp:tp + ch, lp:lp + cw])
+        xs_q.append(image[b, :, tq:tq + ch, lq:lq + cw])
+        cs_q.append(label[b, :, tq:tq + ch, lq:lq + cw])
+        bp.append((tp, lp, ch, cw))
+        bq.append((tq, lq, ch, cw))
+    st = torch.stack
+    return CropPair(st(xs_p), st(cs_p), st(xs_q), st(cs_q),
+                    torch.tensor(bp, dtype=torch.long), torch.tensor(bq, dtype=torch.long))
+
+
+def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tensor, crop=None,
+                          generator: Optional[torch.Generator] = None,
+                          vgg_loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+                          lambda_global: float = 1.0) -> Dict[str, torch.Tensor]:
+    """Reconstruction terms of Eq. 9-11 (without the GAN terms).
+
+    patch_l1: mean over both directions of |G(c_p, x_q, c_q) - x_p|_1 and |G(c_q, x_p, c_p) - x_q|_1
+    global_l1: |G(c, x, c) - x|_1
+    patch_vgg / global_vgg: the same with `vgg_loss(fake, real)` when given.
+    total: patch terms + lambda_global * global terms.
+    crop: patch size (default: half the shorter side, rounded down to the model's multiple).
+    """
+    H, W = image.shape[2:]
+    if crop is None:
+        f = 2 ** (model.cfg.num_scales - 1)
+        crop = max(f, (min(H, W) // 2) // f * f)
+    pair = cross_reconstruction_crops(image, label, crop, generator)
+    fake_p = model(pair.c_p, pair.x_q, pair.c_q)["fake"]
+    fake_q = model(pair.c_q, pair.x_p, pair.c_p)["fake"]
+    fake = model(label, image, label)["fake"]
+    out = dict(
+        patch_l1=0.5 * (F.l1_loss(fake_p, pair.x_p) + F.l1_loss(fake_q, pair.x_q)),
+        global_l1=F.l1_loss(fake, image),
+    )
+    total = out["patch_l1"] + lambda_global * out["global_l1"]
+    if vgg_loss is not None:
+        out["patch_vgg"] = 0.5 * (vgg_loss(fake_p, pair.x_p) + vgg_loss(fake_q, pair.x_q))
+        out["global_vgg"] = vgg_loss(fake, image)
+        total = total + out["patch_vgg"] + lambda_global * out["global_vgg"]
+    out["total"] = total
+    return out
