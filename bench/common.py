@@ -68,6 +68,23 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+# ---- what to time ----
+
+def fused_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """exsynth's fused backends that serve `dtype` tensors on `device`. The
+    Triton interpreter (CPU) is for tests, not timings, so it is left out."""
+    import exsynth.ops as ops
+
+    info = ops.backends()
+    names = []
+    for name in ("cpu", "triton", "cuda"):
+        if name == "triton" and device.type == "cpu":
+            continue
+        if info[name].available and ops._dispatch.implementation(name).supports(device, dtype) is None:
+            names.append(name)
+    return names
+
+
 # ---- memory -----------------------------------------------------------------------------------
 
 def _rss_kib(field: str) -> int | None:

@@ -40,17 +40,12 @@ def _sdpa(query, key, value, patch_size, pad_v_to_d):
     return out[..., :cv].transpose(1, 2).reshape(B, cv, Hq, Wq)
 
 
-def variants(device):
+def variants(device, dtype):
     out = {"reference": lambda q, k, v, p: ops.correlation_warp(q, k, v, patch_size=p, backend="reference"),
            "sdpa": lambda q, k, v, p: _sdpa(q, k, v, p, False),
            "sdpa_pad": lambda q, k, v, p: _sdpa(q, k, v, p, True)}
-    info = ops.backends()
-    for name in ("cpu", "triton", "cuda"):
-        mod = ops._dispatch.implementation(name)
-        if info[name].available and mod.supports(device, torch.float32) is None:
-            if name == "triton" and device.type == "cpu":
-                continue  # the interpreter is for tests, not timings
-            out[name] = (lambda n: lambda q, k, v, p: ops.correlation_warp(q, k, v, patch_size=p, backend=n))(name)
+    for name in common.fused_backends(device, dtype):
+        out[name] = (lambda n: lambda q, k, v, p: ops.correlation_warp(q, k, v, patch_size=p, backend=n))(name)
     return out
 
 
@@ -63,7 +58,7 @@ def run(args) -> list[dict]:
     cvs = args.cv or grid["cv"]
     modes = args.modes
     B = args.batch or (8 if device.type == "cuda" else 1)
-    all_impls = variants(device)
+    all_impls = variants(device, dtype)
     if args.only:
         all_impls = {k: v for k, v in all_impls.items() if k in args.only}
     if device.type == "cuda":

@@ -13,17 +13,6 @@ from exsynth.ops import reference
 from . import common
 
 
-def _backends(device):
-    info = ops.backends()
-    out = []
-    for name in ("cpu", "triton", "cuda"):
-        mod = ops._dispatch.implementation(name)
-        if info[name].available and mod.supports(device, torch.float32) is None:
-            if not (name == "triton" and device.type == "cpu"):
-                out.append(name)
-    return out
-
-
 def _run_cases(args, cases, make, impls, bytes_moved, cols):
     """cases: list of dicts; make(case) -> (inputs tuple, grad); impls: name -> fn(*inputs)."""
     device = torch.device(args.device)
@@ -78,7 +67,7 @@ def run_pn(args):
         return ts[:3], ts[3]
 
     impls = {"torch": lambda x, g, b: reference.pn_modulate(x, g, b)}
-    for name in _backends(device):
+    for name in common.fused_backends(device, dtype):
         impls[name] = (lambda n: lambda x, g, b: ops.pn_modulate(x, g, b, backend=n))(name)
 
     def bytes_moved(case, mode):
@@ -111,7 +100,7 @@ def run_msca(args):
         return (value, sp, ch, gate), torch.randn(b, n, s, s, generator=g).to(device, dtype)
 
     impls = {"torch": lambda v, s, c, g: reference.msca_attention(v, s, c, g)}
-    for name in _backends(device):
+    for name in common.fused_backends(device, dtype):
         impls[name] = (lambda nm: lambda v, s, c, g: ops.msca_attention(v, s, c, g, backend=nm))(name)
 
     def bytes_moved(case, mode):
