@@ -160,6 +160,7 @@ if os.path.isdir(CUDA_SOURCES_DIR) and any(f.endswith(".cu") for f in os.listdir
 setup(
     packages=find_packages(include=["exsynth", "exsynth.*"]) + ["exsynth.kernels"],
     package_dir={"exsynth.kernels": "kernels"},
+    package_data={"exsynth": ["assets/*.pt"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
     zip_safe=False,

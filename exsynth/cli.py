@@ -1,10 +1,31 @@
-"""`exsynth` command line: `exsynth doctor` reports what this machine can run."""
+"""`exsynth` command line.
+
+    exsynth doctor                      which backends are usable here, and why not
+    exsynth train ...                   train CoCosNet or MSCA-Net (see `exsynth train -h`)
+    exsynth synthesize ...              label map(s) + exemplar(s) -> photo(s)
+    exsynth eval ...                    PSNR / SSIM against exact ground truth + baselines
+    exsynth demo                        the shipped checkpoint on held-out synthetic data
+
+Errors the user can fix (missing files, wrong modes or sizes, a checkpoint of another
+model) print one line `exsynth <command>: error: ...` and exit with status 2.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
+import time
+from pathlib import Path
 
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad input to a command: reported as one line, exit status 2."""
+
+
+# ---- doctor --------------------------------------------------------------------------------------
 
 def doctor(args) -> int:
     import torch
@@ -24,13 +45,397 @@ def doctor(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+# ---- train ---------------------------------------------------------------------------------------
+
+_TRAIN_FLAGS = {  # flag dest -> TrainConfig field
+    "model": "model", "data": "data", "out": "out", "size": "size", "num_classes": "num_classes",
+    "data_seed": "data_seed", "train_length": "train_length", "batch_size": "batch_size", "steps": "steps",
+    "max_minutes": "max_minutes", "lr_g": "lr_g", "lr_d": "lr_d", "amp": "amp", "device": "device",
+    "seed": "seed", "supervision": "supervision", "blind": "blind", "vgg": "vgg",
+    "mask_warmup_steps": "mask_warmup_steps", "checkpoint_every": "checkpoint_every",
+    "log_every": "log_every", "image_every": "image_every", "workers": "num_workers",
+}
+
+
+def _parse_kv(items, what):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"{what} {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v  # a bare string
+    return out
+
+
+def _train_config(args):
+    from exsynth.train import PRESETS, TrainConfig, load_config_file
+    d = {}
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise UsageError(f"--preset {args.preset!r}: known presets are {sorted(PRESETS)}")
+        d.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[args.preset].items()})
+    if args.config:
+        try:
+            file_cfg = load_config_file(args.config)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        for key in ("model_options", "losses"):
+            if key in file_cfg:
+                d.setdefault(key, {}).update(file_cfg.pop(key))
+        d.update(file_cfg)
+    given = {field: getattr(args, dest) for dest, field in _TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    d.update(given)
+    d.setdefault("model_options", {}).update(_parse_kv(args.option, "--option"))
+    d.setdefault("losses", {}).update(_parse_kv(args.loss, "--loss"))
+    try:
+        return TrainConfig.from_dict(d), given
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def train(args) -> int:
+    import torch
+
+    from exsynth.checkpoint import CheckpointError, load_checkpoint
+    from exsynth.imageio import ImageError
+    from exsynth.train import TrainConfig, Trainer
+    from exsynth.train.config import RESUMABLE_FIELDS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, given = _train_config(args)
+    resume_from = None
+    if args.resume is not None:
+        resume_from = Path(args.resume) if args.resume != "latest" else Path(cfg.out) / "checkpoints" / "latest.pt"
+        try:
+            payload = load_checkpoint(resume_from)
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
+        if "train_config" not in payload:
+            raise UsageError(f"{resume_from}: holds weights only (no training state); cannot resume from it")
+        saved = dict(payload["train_config"])
+        clash = sorted(k for k, v in given.items() if k not in RESUMABLE_FIELDS and saved.get(k) != v)
+        if clash:
+            raise UsageError(f"--resume: {', '.join(clash)} differ from the checkpoint's run; only "
+                             f"{', '.join(RESUMABLE_FIELDS)} may change")
+        saved.update({k: v for k, v in given.items() if k in RESUMABLE_FIELDS})
+        if "out" not in given:
+            saved["out"] = str(resume_from.parent.parent) if resume_from.parent.name == "checkpoints" else saved["out"]
+        cfg = TrainConfig.from_dict(saved)
+    try:
+        trainer = Trainer(cfg, resume_from=resume_from, quiet=args.quiet)
+    except (ValueError, ImageError, CheckpointError) as e:
+        raise UsageError(str(e)) from None
+    n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if not args.quiet:
+        print(f"training {cfg.model} ({n / 1e6:.2f} M parameters) on {cfg.data} {cfg.size}px, "
+              f"batch {cfg.batch_size}, {trainer.device}, from step {trainer.step} -> {cfg.out}", file=sys.stderr)
+    summary = trainer.run()
+    print(json.dumps(summary))
+    return 0
+
+
+# ---- synthesize ----------------------------------------------------------------------------------
+
+def _load_generator(path, device, expect=None):
+    from exsynth.checkpoint import CheckpointError, load_generator
+    try:
+        return load_generator(path, expect_model=expect, device=device)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+
+
+def _size_multiple(model) -> int:
+    cfg = model.cfg
+    if hasattr(cfg, "num_up"):
+        return max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample)
+    return 2 ** (cfg.num_scales - 1)
+
+
+def _pairs(args):
+    """[(stem, label_path, exemplar_path, exemplar_label_path or None)] from files or folders."""
+    from exsynth.imageio import list_images
+    inp, ex, exl = Path(args.input), Path(args.exemplar), Path(args.exemplar_label) if args.exemplar_label else None
+    if not inp.exists():
+        raise UsageError(f"--input {inp}: no such file or folder")
+    if not ex.exists():
+        raise UsageError(f"--exemplar {ex}: no such file or folder")
+    if exl is not None and not exl.exists():
+        raise UsageError(f"--exemplar-label {exl}: no such file or folder")
+    if inp.is_file():
+        if ex.is_dir() or (exl is not None and exl.is_dir()):
+            raise UsageError("--input is a file: --exemplar and --exemplar-label must be files too")
+        return [(inp.stem, inp, ex, exl)]
+    labels = list_images(inp, (".png",))
+    if not labels:
+        raise UsageError(f"--input {inp}: no .png label maps in the folder")
+
+    def match(folder, stem, what):
+        if folder is None or folder.is_file():
+            return folder
+        hits = [p for p in list_images(folder) if p.stem == stem]
+        if not hits:
+            raise UsageError(f"{what} {folder}: no file named {stem}.* for input {stem}.png")
+        return hits[0]
+
+    return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label")) for p in labels]
+
+
+def synthesize_cmd(args) -> int:
+    import torch
+
+    from exsynth.data import one_hot
+    from exsynth.imageio import ImageError, read_image, read_label, write_image
+    from exsynth.inference import correspondence_picture, synthesize
+
+    device = torch.device(args.device)
+    model, payload = _load_generator(args.checkpoint, device)
+    K = model.cfg.label_channels
+    needs_exl = getattr(model.cfg, "exemplar_label_input", True)
+    jobs = _pairs(args)
+    if needs_exl and any(j[3] is None for j in jobs):
+        raise UsageError(f"this {payload['model']} checkpoint needs the exemplar's label map: pass --exemplar-label")
+    out = Path(args.out)
+    many = len(jobs) > 1 or Path(args.input).is_dir()
+    if many and out.suffix:
+        raise UsageError(f"--out {out}: give a folder when --input is a folder")
+    mult = _size_multiple(model)
+    # read and check everything before writing anything
+    loaded = []
+    try:
+        for stem, lp, ep, elp in jobs:
+            lab = read_label(lp, K)
+            H, W = lab.shape
+            if H % mult or W % mult:
+                raise UsageError(f"{lp}: label map is {H}x{W}; this model needs sides divisible by {mult}")
+            exemplar = read_image(ep, (H, W), resize=True)
+            exl = None
+            if elp is not None:
+                raw = read_label(elp, K)
+                ex_raw = read_image(ep)
+                if tuple(raw.shape) != tuple(ex_raw.shape[1:]):
+                    raise UsageError(f"{elp}: exemplar label map is {raw.shape[0]}x{raw.shape[1]} but the exemplar "
+                                     f"{ep} is {ex_raw.shape[1]}x{ex_raw.shape[2]}")
+                exl = one_hot(read_label(elp, K, (H, W), resize=True).numpy(), K)
+            loaded.append((stem, one_hot(lab.numpy(), K), exemplar, exl))
+    except ImageError as e:
+        raise UsageError(str(e)) from None
+    results = []
+    for stem, lab, ex, exl in loaded:
+        res = synthesize(model, lab[None].to(device), ex[None].to(device),
+                         None if exl is None else exl[None].to(device), correspondence=args.correspondence)
+        results.append((stem, ex, res))
+    for stem, ex, res in results:
+        target = out / f"{stem}.png" if many else out
+        write_image(res["fake"][0], target)
+        base = target.with_suffix("")
+        if args.warped:
+            write_image(res["warped"][0], base.with_name(base.name + "_warped.png"))
+        if args.correspondence:
+            pic = correspondence_picture(ex[None].to(device), res["warped"], res["correspondence"])
+            write_image(pic, base.with_name(base.name + "_correspondence.png"))
+        print(target)
+    return 0
+
+
+# ---- eval ----------------------------------------------------------------------------------------
+
+def _eval_dataset(payload, args):
+    from exsynth.data import SyntheticExemplarDataset
+    tc = payload.get("train_config") or {}
+    size = args.size or tc.get("size") or 64
+    k = payload["model_config"]["label_channels"]
+    seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
+    test = SyntheticExemplarDataset(size, num_classes=k, length=args.length, split="test", seed=seed)
+    train = SyntheticExemplarDataset(size, num_classes=k, length=max(args.class_mean_samples, 1), split="train", seed=seed)
+    return test, train
+
+
+def eval_cmd(args) -> int:
+    import torch
+
+    from exsynth.evaluate import class_mean_colours, evaluate
+    from exsynth.metrics import LPIPS
+
+    if args.data != "synthetic":
+        raise UsageError("--data: only 'synthetic' has exact ground truth to score against")
+    device = torch.device(args.device)
+    lpips = None
+    if args.lpips_lin or args.lpips_vgg16:
+        try:
+            lpips = LPIPS.from_files(args.lpips_vgg16, args.lpips_lin).to(device)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    model, payload = _load_generator(args.checkpoint, device)
+    baseline = None
+    if args.baseline_checkpoint:
+        baseline, bp = _load_generator(args.baseline_checkpoint, device)
+        if bp["model_config"]["label_channels"] != payload["model_config"]["label_channels"]:
+            raise UsageError("--baseline-checkpoint: its model has another number of classes")
+    test, train = _eval_dataset(payload, args)
+    blind = bool((payload.get("train_config") or {}).get("blind", False))
+    t0 = time.perf_counter()
+    res = evaluate(model, test, batch_size=args.batch_size, device=device, blind=blind, baseline=baseline,
+                   class_means=class_mean_colours(train, args.class_mean_samples), lpips=lpips)
+    print(f"{payload['model']} checkpoint {args.checkpoint} on synthetic test split "
+          f"({len(test)} samples, {test.size[0]}px, seed {test.seed}), {time.perf_counter() - t0:.1f} s")
+    print(f"{'':<20}{'PSNR dB':>9}{'SSIM':>8}" + (f"{'LPIPS':>8}" if lpips is not None else ""))
+    labels = dict(model="output", warped="warped exemplar", const_exemplar="constant exemplar",
+                  class_mean="class means (blind)", baseline="blind baseline")
+    for name, m in res.items():
+        print(f"{labels.get(name, name):<20}{m['psnr']:>9.2f}{m['ssim']:>8.3f}"
+              + (f"{m['lpips']:>8.3f}" if "lpips" in m else ""))
+    blind_names = [n for n in ("class_mean", "baseline", "const_exemplar") if n in res]
+    best = max(blind_names, key=lambda n: res[n]["psnr"])
+    print(f"output - best exemplar-blind ({labels[best]}): {res['model']['psnr'] - res[best]['psnr']:+.2f} dB")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(dict(checkpoint=str(args.checkpoint), samples=len(test),
+                                                   size=test.size[0], seed=test.seed, results=res), indent=2) + "\n")
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------------------------
+
+def demo_cmd(args) -> int:
+    import torch
+
+    from exsynth.demo import DEMO_CHECKPOINT, demo_set, grid_picture
+    from exsynth.imageio import colorize_label, write_image
+    from exsynth.inference import correspondence_picture, synthesize
+    from exsynth.metrics import psnr
+
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    if args.train:
+        from exsynth.train import PRESETS, TrainConfig, Trainer
+        d = dict(PRESETS["cocosnet-cpu64"])
+        d.update(out=str(out / "train"), steps=args.steps, max_minutes=args.minutes)
+        print(f"training CoCosNet from scratch (preset cocosnet-cpu64, {args.minutes} min at most) -> {out / 'train'}")
+        Trainer(TrainConfig.from_dict(d)).run()
+        ckpt = out / "train" / "checkpoints" / "latest.pt"
+    t0 = time.perf_counter()
+    model, payload = _load_generator(ckpt, "cpu", expect="cocosnet")
+    tc = payload.get("train_config") or {}
+    size, K = int(tc.get("size", 64)), model.cfg.label_channels
+    n, m = args.inputs, args.exemplars
+    data = demo_set(n, m, size, K)
+    lab = data["label"].repeat_interleave(m, 0)
+    ex, exl = data["exemplar"].repeat(n, 1, 1, 1), data["exemplar_label"].repeat(n, 1, 1, 1)
+    res = synthesize(model, lab, ex, exl, correspondence=True)
+    truth = data["truth"].flatten(0, 1)
+    fake = res["fake"].view(n, m, 3, size, size)
+    write_image(grid_picture(colorize_label(data["label"]), data["exemplar"], fake), out / "grid.png")
+    write_image(grid_picture(colorize_label(data["label"]), data["exemplar"], data["truth"]), out / "truth.png")
+    pick = torch.arange(min(n, m)) * m + torch.arange(min(n, m))  # the diagonal pairs
+    write_image(correspondence_picture(ex[pick], res["warped"][pick], res["correspondence"][pick]),
+                out / "correspondence.png")
+    p_out, p_warp = psnr(res["fake"], truth).mean().item(), psnr(res["warped"], truth).mean().item()
+    print(f"checkpoint {ckpt} ({payload['model']}, {size}px, {K} classes)")
+    print(f"{n} held-out inputs x {m} exemplars: PSNR vs exact ground truth: output {p_out:.2f} dB, "
+          f"warped exemplar {p_warp:.2f} dB ({time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {out / 'grid.png'} (top row: exemplars, left column: inputs), {out / 'truth.png'} "
+          f"(the exact answers), {out / 'correspondence.png'}")
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exsynth", description="exemplar-guided image synthesis")
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("doctor", help="which backends are usable here, and why the others are not")
     p.set_defaults(func=doctor)
+
+    p = sub.add_parser("train", help="train CoCosNet or MSCA-Net",
+                       description="Options: --preset < --config file < flags. "
+                                   "Model options and loss weights: --option KEY=VALUE, --loss NAME=WEIGHT.")
+    p.add_argument("--preset", help="a named configuration (cocosnet-cpu64, msca-cpu64)")
+    p.add_argument("--config", help="TOML or JSON file of training options")
+    p.add_argument("--model", choices=["cocosnet", "msca"])
+    p.add_argument("--data", help="'synthetic' or a folder with images/ and labels/")
+    p.add_argument("--out", help="run folder (checkpoints, logs, samples)")
+    p.add_argument("--size", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--data-seed", type=int)
+    p.add_argument("--train-length", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--lr-g", type=float)
+    p.add_argument("--lr-d", type=float)
+    p.add_argument("--amp", action="store_true", default=None, help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--supervision", choices=["auto", "pair", "pseudo", "self"])
+    p.add_argument("--blind", action="store_true", default=None, help="train an exemplar-blind baseline")
+    p.add_argument("--vgg", help="VGG19 weights file for the perceptual losses / MSCA encoder")
+    p.add_argument("--mask-warmup-steps", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--image-every", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--loss", action="append", metavar="NAME=WEIGHT", help="loss weight (repeatable)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue a run (default: OUT/checkpoints/latest.pt)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=train)
+
+    p = sub.add_parser("synthesize", help="label map(s) + exemplar(s) -> photo(s)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", required=True, help="class-index label PNG, or a folder of them")
+    p.add_argument("--exemplar", required=True, help="exemplar photo, or a folder matched by file name")
+    p.add_argument("--exemplar-label", help="the exemplar's label PNG (or folder), for models that use it")
+    p.add_argument("--out", required=True, help="output file, or folder when --input is a folder")
+    p.add_argument("--warped", action="store_true", help="also write NAME_warped.png")
+    p.add_argument("--correspondence", action="store_true", help="also write NAME_correspondence.png")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=synthesize_cmd)
+
+    p = sub.add_parser("eval", help="PSNR / SSIM against exact ground truth, with baselines")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--length", type=int, default=200, help="test samples")
+    p.add_argument("--size", type=int, help="default: the size the checkpoint was trained at")
+    p.add_argument("--data-seed", type=int)
+    p.add_argument("--baseline-checkpoint", help="a generator trained with --blind, scored fed zeros")
+    p.add_argument("--class-mean-samples", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--lpips-lin", help="LPIPS linear-layer weights (or a full LPIPS VGG state dict)")
+    p.add_argument("--lpips-vgg16", help="torchvision vgg16 weights, the LPIPS backbone")
+    p.add_argument("--json", help="also write the numbers here")
+    p.set_defaults(func=eval_cmd)
+
+    p = sub.add_parser("demo", help="the shipped CoCosNet on held-out synthetic inputs x exemplars")
+    p.add_argument("--out", default="demo")
+    p.add_argument("--train", action="store_true", help="retrain the checkpoint from scratch first")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time limit with --train")
+    p.add_argument("--steps", type=int, default=100000, help="training step limit with --train")
+    p.add_argument("--checkpoint", help="use this checkpoint instead of the shipped one")
+    p.add_argument("--inputs", type=int, default=4)
+    p.add_argument("--exemplars", type=int, default=4)
+    p.set_defaults(func=demo_cmd)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"exsynth {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"exsynth {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -172,8 +172,9 @@ def test_reconstruction_losses_and_adam_step_lowers_global_loss():
 
     losses = reconstruction_losses(model, image, label, crop=16, generator=torch.Generator().manual_seed(0),
                                    vgg_loss=fake_vgg)
-    assert set(losses) == {"patch_l1", "global_l1", "patch_vgg", "global_vgg", "total"}
-    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    assert set(losses) == {"patch_l1", "global_l1", "patch_vgg", "global_vgg", "total", "fake"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for k, v in losses.items() if k != "fake")
+    assert losses["fake"].shape == image.shape
     assert len(calls) == 3
     expected = losses["patch_l1"] + losses["global_l1"] + losses["patch_vgg"] + losses["global_vgg"]
     torch.testing.assert_close(losses["total"], expected)

@@ -341,7 +341,10 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
   // Small Cv: dv accumulates transposed, (Cv, Lkb) per thread.
   const int64_t dv_size = small_row ? Cv * Lkb : Lkr * Cvp;
   // dk and dv are sums over query blocks: each thread accumulates its own and
-  // they are reduced at the end (memory: threads x Lk x (D + Cv)).
+  // they are reduced at the end (memory: threads x Lk x (D + Cv)). The query
+  // blocks are split statically, so every run sums in the same order: gradients
+  // are bitwise reproducible for a given thread count (a resumed training run
+  // retraces the uninterrupted one).
   std::vector<std::vector<T>> dk_acc(nthreads), dv_acc(nthreads);
 
   for (int64_t b = 0; b < B; ++b) {
@@ -359,7 +362,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
       std::vector<T> Qb(BM * D), dOb(BM * Cv), Qd(Dp * BM), dOd(Cvp * BM), dQb(BM * Dp);
       std::vector<T> Sb(BM * BN), dPb(BM * BN), dSt(BNt * BM), Pt(BNt * BM);
       std::vector<T> lse_b(BM), delta_b(BM);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
       for (int64_t qb = 0; qb < n_qblk; ++qb) {
         const int64_t i0 = qb * BM;
         const int64_t rows = std::min(BM, Lq - i0), mt = ceil_div(rows, MR), BMr = mt * MR;

@@ -48,6 +48,13 @@ class CoCosNetConfig:
     num_up: upsamplings in the generator; it starts at image_size / 2**num_up.
     max_mult: cap of the generator's channel multiplier (16 in the paper: 16*64 = 1024).
     spade_hidden: hidden channels of each PN-SPADE style encoder (128 in the paper).
+    adaptor_downsample: stride-2 convs in each domain adaptor (2 in the paper: features at
+        input / 4); 1 or 0 keep more resolution for the correspondence (0: full resolution).
+    exemplar_label_input: the exemplar adaptor also sees the exemplar's label map (its
+        input is concat(exemplar, exemplar_label)). The paper's adaptor sees the image alone,
+        which works where a class has a typical look (sky is blue); where appearance says
+        nothing about the class (the synthetic set draws a fresh style per sample) the
+        exemplar's segmentation is the only way to tell its regions apart.
     """
 
     label_channels: int
@@ -62,6 +69,14 @@ class CoCosNetConfig:
     max_mult: int = 16
     spade_hidden: int = 128
     use_spectral_norm: bool = True
+    adaptor_downsample: int = 2
+    exemplar_label_input: bool = False
+
+    def __post_init__(self):
+        if self.adaptor_downsample not in (0, 1, 2):
+            raise ValueError(f"CoCosNetConfig: adaptor_downsample must be 0, 1 or 2, got {self.adaptor_downsample}")
+        if self.patch_size not in (1, 3):
+            raise ValueError(f"CoCosNetConfig: patch_size must be 1 or 3, got {self.patch_size}")
 
 
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
@@ -98,15 +113,17 @@ class _ResBlock(nn.Module):
 
 
 class DomainAdaptor(nn.Sequential):
-    """Table 5 domain adaptor: k3s1 (w), k4s2 (2w), k3s1 (4w), k4s2 (8w), k3s1 (8w), 3 resblocks (4w)."""
+    """Table 5 domain adaptor: k3s1 (w), k4s2 (2w), k3s1 (4w), k4s2 (8w), k3s1 (8w), 3 resblocks (4w).
+    With downsample < 2 the last k4s2 convs become k3s1 (same channels)."""
 
-    def __init__(self, in_channels: int, width: int):
+    def __init__(self, in_channels: int, width: int, downsample: int = 2):
         w = width
+        down = lambda i: (4, 2) if i < downsample else (3, 1)  # noqa: E731
         super().__init__(
             _ConvBlock(in_channels, w, 3, 1),
-            _ConvBlock(w, 2 * w, 4, 2),
+            _ConvBlock(w, 2 * w, *down(0)),
             _ConvBlock(2 * w, 4 * w, 3, 1),
-            _ConvBlock(4 * w, 8 * w, 4, 2),
+            _ConvBlock(4 * w, 8 * w, *down(1)),
             _ConvBlock(8 * w, 8 * w, 3, 1),
             _ResBlock(8 * w, 4 * w),
             _ResBlock(4 * w, 4 * w),
@@ -121,8 +138,9 @@ class CorrespondenceNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         c = 4 * cfg.width
-        self.label_adaptor = DomainAdaptor(cfg.label_channels, cfg.width)      # F_{A→S}
-        self.exemplar_adaptor = DomainAdaptor(cfg.image_channels, cfg.width)   # F_{B→S}
+        ex_in = cfg.image_channels + (cfg.label_channels if cfg.exemplar_label_input else 0)
+        self.label_adaptor = DomainAdaptor(cfg.label_channels, cfg.width, cfg.adaptor_downsample)  # F_{A→S}
+        self.exemplar_adaptor = DomainAdaptor(ex_in, cfg.width, cfg.adaptor_downsample)            # F_{B→S}
         self.adaptive_block = nn.Sequential(                                   # shared
             *[_ResBlock(c, c) for _ in range(4)], nn.Conv2d(c, c, 1)
         )
@@ -133,15 +151,28 @@ class CorrespondenceNet(nn.Module):
             return feat
         return F.interpolate(feat, size=(fs, fs), mode="bilinear", align_corners=False)
 
-    def align_features(self, label: torch.Tensor, image: torch.Tensor):
+    def _exemplar_input(self, image: torch.Tensor, image_label: Optional[torch.Tensor]) -> torch.Tensor:
+        if not self.cfg.exemplar_label_input:
+            return image
+        if image_label is None:
+            raise ValueError("CoCosNet: exemplar_label is required when exemplar_label_input=True")
+        if image_label.shape != (image.shape[0], self.cfg.label_channels) + image.shape[2:]:
+            raise ValueError(f"CoCosNet: exemplar_label must be {(image.shape[0], self.cfg.label_channels) + tuple(image.shape[2:])}, "
+                             f"got {tuple(image_label.shape)}")
+        return torch.cat([image, image_label.to(image.dtype)], dim=1)
+
+    def align_features(self, label: torch.Tensor, image: torch.Tensor,
+                       image_label: Optional[torch.Tensor] = None):
         """Domain-alignment pair (Eq. 1-2): (F_{A→S}(label), F_{B→S}(image)) at feature_size,
-        for L_domain = ||F_{A→S}(x_A) - F_{B→S}(x_B)||_1 with x_B the ground-truth image."""
-        return self._resize(self.label_adaptor(label)), self._resize(self.exemplar_adaptor(image))
+        for L_domain = ||F_{A→S}(x_A) - F_{B→S}(x_B)||_1 with x_B the ground-truth image
+        (image_label = label when the exemplar adaptor takes labels too)."""
+        return (self._resize(self.label_adaptor(label)),
+                self._resize(self.exemplar_adaptor(self._exemplar_input(image, image_label))))
 
     def forward(self, label: torch.Tensor, exemplar: torch.Tensor,
                 exemplar_label: Optional[torch.Tensor] = None) -> dict:
         cfg = self.cfg
-        xa, yb = self.align_features(label, exemplar)
+        xa, yb = self.align_features(label, exemplar, exemplar_label)
         x_s, y_s = self.adaptive_block(xa), self.adaptive_block(yb)
         size = x_s.shape[-2:]
         exemplar_small = F.adaptive_avg_pool2d(exemplar, size)
@@ -260,8 +291,9 @@ class CoCosNet(nn.Module):
         self.correspondence = CorrespondenceNet(cfg)
         self.translation = TranslationNet(cfg)
 
-    def align_features(self, label: torch.Tensor, image: torch.Tensor):
-        return self.correspondence.align_features(label, image)
+    def align_features(self, label: torch.Tensor, image: torch.Tensor,
+                       image_label: Optional[torch.Tensor] = None):
+        return self.correspondence.align_features(label, image, image_label)
 
     def forward(self, label: torch.Tensor, exemplar: torch.Tensor,
                 exemplar_label: Optional[torch.Tensor] = None) -> dict:

@@ -65,6 +65,8 @@ class MSCANetConfig:
         conv encoder (tests, light CPU training). vgg_path: local VGG19 weights (see
         exsynth.nn.load_vgg19); None -> random init with a warning.
     spade_hidden: hidden channels of each PN-SPADE condition encoder.
+    attention_logit_scale, attention_matched_init: see exsynth.nn.MSCAModule (1.0 / False
+        is the paper's form; both speed up how fast the attention maps specialise).
     Inputs must have height and width divisible by 2**(num_scales - 1).
     """
 
@@ -80,6 +82,8 @@ class MSCANetConfig:
     feature_channels: Optional[int] = None
     label_feature_channels: Optional[int] = None
     spade_hidden: int = 128
+    attention_logit_scale: float = 1.0
+    attention_matched_init: bool = False
 
     def __post_init__(self):
         self.ks = tuple(int(k) for k in self.ks)
@@ -247,7 +251,8 @@ class MSCANet(nn.Module):
         self.image_encoder = VGGImageEncoder(cfg) if cfg.use_vgg else LightImageEncoder(cfg)
         self.label_encoder = LabelPyramidEncoder(cfg)
         self.msca = nn.ModuleList(
-            MSCAModule(cfg.n_feat, cfg.m_feat, cfg.m_feat, k=k, masking=cfg.masking, backend=cfg.backend)
+            MSCAModule(cfg.n_feat, cfg.m_feat, cfg.m_feat, k=k, masking=cfg.masking, backend=cfg.backend,
+                       logit_scale=cfg.attention_logit_scale, matched_init=cfg.attention_matched_init)
             for k in cfg.ks
         )
         self.synthesis = SynthesisNet(cfg)
@@ -366,6 +371,7 @@ def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tens
     global_l1: |G(c, x, c) - x|_1
     patch_vgg / global_vgg: the same with `vgg_loss(fake, real)` when given.
     total: patch terms + lambda_global * global terms.
+    fake: the global self-reconstruction G(c, x, c) (for GAN terms).
     crop: patch size (default: half the shorter side, rounded down to the model's multiple).
     """
     H, W = image.shape[2:]
@@ -386,4 +392,5 @@ def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tens
         out["global_vgg"] = vgg_loss(fake, image)
         total = total + out["patch_vgg"] + lambda_global * out["global_vgg"]
     out["total"] = total
+    out["fake"] = fake
     return out

@@ -1,0 +1,130 @@
+"""Checkpoints: one file holding a generator's config and weights, and (for training)
+the discriminator, optimisers, step and RNG state.
+
+Writes are atomic (temporary file in the same folder, fsync, rename): a crash or a full
+disk mid-write leaves the previous checkpoint intact and no partial file under the name.
+Frozen pretrained weights (MSCA-Net's VGG19) are not stored; they load from the path in
+the model config, as at construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "MODELS", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
+           "load_generator", "generator_state", "FORMAT", "VERSION"]
+
+FORMAT = "exsynth-checkpoint"
+VERSION = 1
+PathLike = Union[str, os.PathLike]
+_FROZEN_PREFIXES = ("image_encoder.vgg.",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, not an exsynth checkpoint, or of another model."""
+
+
+def _registry():
+    from .models import CoCosNet, CoCosNetConfig, MSCANet, MSCANetConfig
+    return {"cocosnet": (CoCosNet, CoCosNetConfig), "msca": (MSCANet, MSCANetConfig)}
+
+
+MODELS = ("cocosnet", "msca")
+
+
+def build_model(name: str, config: Dict[str, Any]) -> nn.Module:
+    reg = _registry()
+    if name not in reg:
+        raise ValueError(f"model must be one of {sorted(reg)}, got {name!r}")
+    model_cls, cfg_cls = reg[name]
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} option(s) {unknown}; known: {sorted(known)}")
+    cfg = cfg_cls(**config)
+    return model_cls(cfg)
+
+
+def model_name(model: nn.Module) -> str:
+    for name, (cls, _) in _registry().items():
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"not an exsynth model: {type(model).__name__}")
+
+
+def generator_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """state_dict without frozen pretrained backbones."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(_FROZEN_PREFIXES)}
+
+
+def _config_dict(model: nn.Module) -> Dict[str, Any]:
+    d = dataclasses.asdict(model.cfg)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def save_checkpoint(path: PathLike, model: nn.Module, *, half: bool = False,
+                    **extra: Any) -> None:
+    """Atomically write `model` (+ `extra` entries such as step, optimizer states) to `path`.
+    half=True stores floating weights as float16 (a smaller file for shipping; loads back
+    to float32)."""
+    state = generator_state(model)
+    if half:
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    payload = dict(format=FORMAT, version=VERSION, model=model_name(model), model_config=_config_dict(model),
+                   generator=state, **extra)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: PathLike, expect_model: Optional[str] = None) -> Dict[str, Any]:
+    """Read and check a checkpoint file (on the CPU)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable checkpoint (torch.load failed: {type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an exsynth checkpoint (no '{FORMAT}' header)")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {payload.get('version')} is newer than this exsynth "
+                              f"reads ({VERSION})")
+    if expect_model is not None and payload.get("model") != expect_model:
+        raise CheckpointError(f"{p}: checkpoint holds a {payload.get('model')!r} model, expected {expect_model!r}")
+    return payload
+
+
+def load_generator(path: PathLike, *, expect_model: Optional[str] = None, device="cpu",
+                   overrides: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+    """(model in eval mode on `device`, payload). overrides replace model-config entries
+    (e.g. backend, vgg_path) before the model is built."""
+    payload = load_checkpoint(path, expect_model)
+    config = dict(payload["model_config"])
+    config.update(overrides or {})
+    try:
+        model = build_model(payload["model"], config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build its {payload['model']} model: {e}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["generator"].items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(_FROZEN_PREFIXES)]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    return model.to(device).eval(), payload

@@ -1,0 +1,157 @@
+"""Image files <-> tensors for the CLI (Pillow does the decoding).
+
+Conventions: images are float32 (3, H, W) in [-1, 1]; label maps are class-index
+PNGs (mode "L", "P" or "I", pixel value = class) read as int64 (H, W) and turned
+into one-hot (K, H, W). Every reader raises `ImageError` with the file name and
+what was expected, so the CLI can print one line.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ImageError", "IMAGE_SUFFIXES", "read_image", "read_label", "write_image", "write_label",
+           "to_uint8", "palette", "colorize_label", "list_images"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+PathLike = Union[str, os.PathLike]
+
+
+class ImageError(ValueError):
+    """A file that is missing, unreadable, or of the wrong mode / size / class range."""
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - pillow is a dependency
+        raise ImportError("exsynth image I/O needs Pillow: pip install pillow") from e
+    return Image
+
+
+def _open(path: PathLike):
+    Image = _pil()
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such file")
+    try:
+        img = Image.open(p)
+        img.load()
+    except Exception as e:  # PIL raises several types for corrupt / non-image files
+        raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
+    return img
+
+
+def _check_size(p: PathLike, hw: Tuple[int, int], size: Optional[Tuple[int, int]], what: str) -> None:
+    if size is not None and tuple(hw) != tuple(size):
+        raise ImageError(f"{p}: {what} is {hw[0]}x{hw[1]} (HxW), expected {size[0]}x{size[1]}")
+
+
+def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize: bool = False) -> torch.Tensor:
+    """RGB photo -> float32 (3, H, W) in [-1, 1]. Grayscale and palette images are converted;
+    an alpha channel is dropped. `size` = (H, W): resized (bilinear) when `resize`, else checked."""
+    img = _open(path)
+    if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "I;16", "I"):
+        raise ImageError(f"{path}: image mode {img.mode!r} is not a photo (expected RGB, RGBA, L or P)")
+    if img.mode in ("I;16", "I"):
+        raise ImageError(f"{path}: 16/32-bit image (mode {img.mode!r}); expected an 8-bit RGB photo")
+    img = img.convert("RGB")
+    if size is not None and resize and (img.height, img.width) != tuple(size):
+        img = img.resize((size[1], size[0]), _pil().BILINEAR)
+    _check_size(path, (img.height, img.width), size, "image")
+    arr = np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]] = None, *,
+               resize: bool = False) -> torch.Tensor:
+    """Class-index PNG (mode L, P or I; value = class) -> int64 (H, W). RGB label maps are
+    refused: colours do not say which class they are. Values must be < num_classes."""
+    img = _open(path)
+    if img.mode not in ("L", "P", "I", "I;16"):
+        raise ImageError(f"{path}: label map has mode {img.mode!r}; expected a single-channel class-index "
+                         f"image (mode L, P or I, pixel value = class id)")
+    arr = np.asarray(img).astype(np.int64)
+    if size is not None and resize and arr.shape != tuple(size):
+        t = torch.from_numpy(arr)[None, None].float()
+        arr = F.interpolate(t, size=tuple(size), mode="nearest")[0, 0].long().numpy()
+    _check_size(path, arr.shape, size, "label map")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= num_classes:
+        raise ImageError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
+                         f"({num_classes} classes)")
+    return torch.from_numpy(arr)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (H, W) in [-1, 1] -> uint8 (H, W, 3) / (H, W)."""
+    x = image.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return (x.permute(1, 2, 0) if x.dim() == 3 else x).numpy()
+
+
+def _atomic_save(img, path: PathLike) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        img.save(tmp, format=_format(p))
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _format(p: Path) -> str:
+    ext = p.suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF",
+            ".tiff": "TIFF"}.get(ext, "PNG")
+
+
+def write_image(image: torch.Tensor, path: PathLike) -> None:
+    """(3, H, W) in [-1, 1] -> image file (format from the suffix; PNG by default), written
+    to a temporary name first so an interrupted write leaves nothing half-written."""
+    _atomic_save(_pil().fromarray(to_uint8(image)), path)
+
+
+def write_label(label_index: torch.Tensor, path: PathLike) -> None:
+    """int (H, W) class indices (< 256) -> mode-L PNG."""
+    arr = label_index.detach().cpu().numpy()
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError("write_label: class indices must be in 0..255")
+    _atomic_save(_pil().fromarray(arr.astype(np.uint8), mode="L"), path)
+
+
+def palette(num_classes: int) -> torch.Tensor:
+    """(K, 3) distinct colours in [-1, 1] for drawing label maps (the PASCAL VOC bit pattern)."""
+    cols = []
+    for c in range(num_classes):
+        r = g = b = 0
+        x = c + 1 if c else 0
+        for shift in range(7, -1, -1):
+            r |= ((x >> 0) & 1) << shift
+            g |= ((x >> 1) & 1) << shift
+            b |= ((x >> 2) & 1) << shift
+            x >>= 3
+        cols.append((r, g, b))
+    return torch.tensor(cols, dtype=torch.float32) / 127.5 - 1.0
+
+
+def colorize_label(label: torch.Tensor) -> torch.Tensor:
+    """One-hot / soft (K, H, W) or (B, K, H, W) label -> RGB in [-1, 1] of the same layout."""
+    squeeze = label.dim() == 3
+    lab = label[None] if squeeze else label
+    pal = palette(lab.shape[1]).to(lab.device)
+    rgb = torch.einsum("bkhw,kc->bchw", lab.float(), (pal + 1) / 2) * 2 - 1
+    return rgb[0] if squeeze else rgb
+
+
+def list_images(folder: PathLike, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list:
+    p = Path(folder)
+    if not p.is_dir():
+        raise ImageError(f"{p}: no such folder")
+    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)

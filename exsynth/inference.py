@@ -1,0 +1,94 @@
+"""Running a trained generator: outputs, warped exemplars and correspondence pictures."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+
+__all__ = ["synthesize", "coordinate_image", "correspondence_picture"]
+
+
+def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
+                  exemplar_label: Optional[torch.Tensor]) -> None:
+    k = model.cfg.label_channels
+    if label.dim() != 4 or label.shape[1] != k:
+        raise ValueError(f"label must be (B, {k}, H, W) (the model was trained with {k} classes), "
+                         f"got {tuple(label.shape)}")
+    if exemplar.dim() != 4 or exemplar.shape[1] != 3 or exemplar.shape[0] != label.shape[0]:
+        raise ValueError(f"exemplar must be (B={label.shape[0]}, 3, H, W), got {tuple(exemplar.shape)}")
+    if exemplar_label is not None and (exemplar_label.shape[1] != k or exemplar_label.shape[2:] != exemplar.shape[2:]):
+        raise ValueError(f"exemplar_label must be (B, {k}, {exemplar.shape[2]}, {exemplar.shape[3]}), "
+                         f"got {tuple(exemplar_label.shape)}")
+
+
+def _needs_exemplar_label(model: nn.Module) -> bool:
+    return getattr(model.cfg, "exemplar_label_input", True)  # MSCA-Net always uses c_2
+
+
+@torch.no_grad()
+def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
+               exemplar_label: Optional[torch.Tensor] = None, *, correspondence: bool = False) -> Dict[str, torch.Tensor]:
+    """dict(fake, warped[, correspondence]) at the label's size, images in [-1, 1].
+
+    warped: the exemplar aligned to the label by the model's own correspondence (CoCosNet:
+    its correlation warp; MSCA-Net: the finest-scale attention applied to exemplar pixels),
+    upsampled bilinearly to the label's size. correspondence: the exemplar's colour-coded
+    coordinate image (see `coordinate_image`) warped the same way."""
+    from .models import CoCosNet, MSCANet
+    _check_inputs(model, label, exemplar, exemplar_label)
+    if _needs_exemplar_label(model) and exemplar_label is None:
+        raise ValueError("this model needs the exemplar's label map (exemplar_label)")
+    model.eval()
+    H, W = label.shape[-2:]
+    up = lambda t: F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # noqa: E731
+    if isinstance(model, CoCosNet):
+        out = model(label, exemplar, exemplar_label)
+        res = dict(fake=out["fake"], warped=up(out["warped"]))
+        if correspondence:
+            fs = out["features_y"].shape[-2:]
+            coords = coordinate_image(exemplar.shape[0], fs, exemplar.device, exemplar.dtype)
+            res["correspondence"] = up(ops.correlation_warp(
+                out["features_x"], out["features_y"], coords, alpha=model.cfg.alpha,
+                patch_size=model.cfg.patch_size, backend=model.cfg.backend))
+        return res
+    if isinstance(model, MSCANet):
+        out = model(label, exemplar, exemplar_label, return_attention=True)
+        alpha, beta = out["attention"][0]      # finest scale: (B, K, h, w) each
+        h, w = alpha.shape[-2:]
+
+        def carry(img):                        # sum_k beta_k(p) sum_q alpha_k(q) img(q)
+            v = torch.einsum("bkq,bcq->bck", alpha.flatten(2), F.interpolate(img, size=(h, w), mode="bilinear",
+                                                                             align_corners=False).flatten(2))
+            return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(img.shape[0], -1, h, w)
+
+        res = dict(fake=out["fake"], warped=up(carry(exemplar)))
+        if correspondence:
+            res["correspondence"] = up(carry(coordinate_image(exemplar.shape[0], (h, w), exemplar.device,
+                                                              exemplar.dtype)))
+        return res
+    raise TypeError(f"not an exsynth generator: {type(model).__name__}")
+
+
+def coordinate_image(batch: int, size, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(B, 3, h, w) in [-1, 1]: red grows left→right, green top→bottom, blue = 1 - mean of both,
+    so every exemplar position has its own colour and a warp of it shows where each target
+    pixel takes its colour from."""
+    h, w = int(size[0]), int(size[1])
+    x = torch.linspace(0, 1, w, device=device, dtype=dtype).view(1, w).expand(h, w)
+    y = torch.linspace(0, 1, h, device=device, dtype=dtype).view(h, 1).expand(h, w)
+    img = torch.stack([x, y, 1 - (x + y) / 2]) * 2 - 1
+    return img[None].expand(batch, 3, h, w).contiguous()
+
+
+def correspondence_picture(exemplar: torch.Tensor, warped: torch.Tensor, correspondence: torch.Tensor) -> torch.Tensor:
+    """One row per sample: exemplar | its coordinate colours | warped exemplar | warped
+    coordinates (where each output pixel looks in the exemplar). (3, B*H, 4*W)."""
+    B, _, H, W = warped.shape
+    ex = F.interpolate(exemplar, size=(H, W), mode="bilinear", align_corners=False)
+    legend = coordinate_image(B, (H, W), warped.device, warped.dtype)
+    rows = torch.cat([ex, legend, warped, correspondence], dim=3)
+    return torch.cat(list(rows.clamp(-1, 1)), dim=1)
