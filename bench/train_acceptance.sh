@@ -9,7 +9,7 @@ RES=bench/results/train
 RUNS=${RUNS:-runs}
 mkdir -p "$RES"
 for m in cocosnet msca; do
-  exsynth train --preset ${m}-cpu64 --max-minutes "$MIN" --steps 100000 --out "$RUNS/${m}64" \
+  exsynth train --preset ${m}-cpu64 --max-minutes "$MIN" --out "$RUNS/${m}64" \
     2> "$RES/${m}64_train.log" | tee "$RES/${m}64_summary.json"
   exsynth eval --checkpoint "$RUNS/${m}64/checkpoints/latest.pt" --length 200 \
     --json "$RES/${m}64_eval.json" | tee "$RES/${m}64_eval.txt"

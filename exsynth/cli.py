@@ -313,7 +313,9 @@ def demo_cmd(args) -> int:
     if args.train:
         from exsynth.train import PRESETS, TrainConfig, Trainer
         d = dict(PRESETS["cocosnet-cpu64"])
-        d.update(out=str(out / "train"), steps=args.steps, max_minutes=args.minutes)
+        d.update(out=str(out / "train"), max_minutes=args.minutes)
+        if args.steps is not None:
+            d["steps"] = args.steps
         print(f"training CoCosNet from scratch (preset cocosnet-cpu64, {args.minutes} min at most) -> {out / 'train'}")
         Trainer(TrainConfig.from_dict(d)).run()
         ckpt = out / "train" / "checkpoints" / "latest.pt"
@@ -417,7 +419,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo")
     p.add_argument("--train", action="store_true", help="retrain the checkpoint from scratch first")
     p.add_argument("--minutes", type=float, default=10.0, help="training time limit with --train")
-    p.add_argument("--steps", type=int, default=100000, help="training step limit with --train")
+    p.add_argument("--steps", type=int, help="training steps with --train (default: the preset's)")
     p.add_argument("--checkpoint", help="use this checkpoint instead of the shipped one")
     p.add_argument("--inputs", type=int, default=4)
     p.add_argument("--exemplars", type=int, default=4)
