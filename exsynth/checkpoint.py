@@ -3,8 +3,8 @@ the discriminator, optimisers, step and RNG state.
 
 Writes are atomic (temporary file in the same folder, fsync, rename): a crash or a full
 disk mid-write leaves the previous checkpoint intact and no partial file under the name.
-Frozen pretrained weights (MSCA-Net's VGG19) are not stored; they load from the path in
-the model config, as at construction.
+Frozen pretrained weights (MSCA-Net's VGG19) are not stored when they come from a file
+named in the model config (they load from it again); a random-init backbone is stored.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "MODELS", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
-           "load_generator", "generator_state", "FORMAT", "VERSION"]
+           "load_generator", "generator_state", "size_multiple", "FORMAT", "VERSION"]
 
 FORMAT = "exsynth-checkpoint"
 VERSION = 1
@@ -57,9 +57,26 @@ def model_name(model: nn.Module) -> str:
     raise TypeError(f"not an exsynth model: {type(model).__name__}")
 
 
+def _backbone_from_file(model: nn.Module) -> bool:
+    """True when the frozen backbone's weights come from a file named in the config (so the
+    checkpoint need not carry them); a random-init backbone must be stored to be reproduced."""
+    return getattr(model.cfg, "vgg_path", None) is not None
+
+
 def generator_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """state_dict without frozen pretrained backbones."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(_FROZEN_PREFIXES)}
+    """state_dict, without the frozen pretrained backbone when it loads from a file."""
+    sd = model.state_dict()
+    if _backbone_from_file(model):
+        sd = {k: v for k, v in sd.items() if not k.startswith(_FROZEN_PREFIXES)}
+    return dict(sd)
+
+
+def size_multiple(model: nn.Module) -> int:
+    """Image sides a generator accepts must be multiples of this."""
+    cfg = model.cfg
+    if hasattr(cfg, "num_up"):  # CoCosNet: generator upsamplings, adaptor stride-2 convs
+        return max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample)
+    return 2 ** (cfg.num_scales - 1)  # MSCA-Net: the label / feature pyramid
 
 
 def _config_dict(model: nn.Module) -> Dict[str, Any]:
@@ -119,11 +136,12 @@ def load_generator(path: PathLike, *, expect_model: Optional[str] = None, device
     config.update(overrides or {})
     try:
         model = build_model(payload["model"], config)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: cannot build its {payload['model']} model: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["generator"].items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(_FROZEN_PREFIXES)]
+    if _backbone_from_file(model):
+        missing = [k for k in missing if not k.startswith(_FROZEN_PREFIXES)]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")

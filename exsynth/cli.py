@@ -57,6 +57,19 @@ _TRAIN_FLAGS = {  # flag dest -> TrainConfig field
 }
 
 
+def _device(name: str):
+    import torch
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    return dev
+
+
 def _parse_kv(items, what):
     out = {}
     for item in items or []:
@@ -109,6 +122,10 @@ def train(args) -> int:
     cfg, given = _train_config(args)
     resume_from = None
     if args.resume is not None:
+        fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--option", args.option),
+                                ("--loss", args.loss)) if v]
+        if fixed:
+            raise UsageError(f"--resume continues a run with its checkpoint's configuration; drop {', '.join(fixed)}")
         resume_from = Path(args.resume) if args.resume != "latest" else Path(cfg.out) / "checkpoints" / "latest.pt"
         try:
             payload = load_checkpoint(resume_from)
@@ -124,16 +141,26 @@ def train(args) -> int:
         saved.update({k: v for k, v in given.items() if k in RESUMABLE_FIELDS})
         if "out" not in given:
             saved["out"] = str(resume_from.parent.parent) if resume_from.parent.name == "checkpoints" else saved["out"]
-        cfg = TrainConfig.from_dict(saved)
+        try:
+            cfg = TrainConfig.from_dict(saved)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{resume_from}: its training configuration does not load here: {e}") from None
+    if cfg.device != "auto":
+        _device(cfg.device)
     try:
-        trainer = Trainer(cfg, resume_from=resume_from, quiet=args.quiet)
-    except (ValueError, ImageError, CheckpointError) as e:
+        trainer = Trainer(cfg, resume_from=resume_from, quiet=args.quiet, overwrite=args.overwrite)
+    except (ValueError, TypeError, OSError, ImageError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     if not args.quiet:
         print(f"training {cfg.model} ({n / 1e6:.2f} M parameters) on {cfg.data} {cfg.size}px, "
               f"batch {cfg.batch_size}, {trainer.device}, from step {trainer.step} -> {cfg.out}", file=sys.stderr)
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except (ImageError, ValueError, OSError) as e:  # bad data met while training
+        raise UsageError(f"stopped at step {trainer.step}: {e}") from None
+    except FloatingPointError as e:
+        raise UsageError(f"training diverged: {e} (last checkpoint: {trainer.checkpoint_path()})") from None
     print(json.dumps(summary))
     return 0
 
@@ -146,13 +173,6 @@ def _load_generator(path, device, expect=None):
         return load_generator(path, expect_model=expect, device=device)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
-
-
-def _size_multiple(model) -> int:
-    cfg = model.cfg
-    if hasattr(cfg, "num_up"):
-        return max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample)
-    return 2 ** (cfg.num_scales - 1)
 
 
 def _pairs(args):
@@ -188,10 +208,11 @@ def synthesize_cmd(args) -> int:
     import torch
 
     from exsynth.data import one_hot
-    from exsynth.imageio import ImageError, read_image, read_label, write_image
+    from exsynth.checkpoint import size_multiple
+    from exsynth.imageio import ImageError, image_format, read_image, read_label, write_image
     from exsynth.inference import correspondence_picture, synthesize
 
-    device = torch.device(args.device)
+    device = _device(args.device)
     model, payload = _load_generator(args.checkpoint, device)
     K = model.cfg.label_channels
     needs_exl = getattr(model.cfg, "exemplar_label_input", True)
@@ -202,7 +223,13 @@ def synthesize_cmd(args) -> int:
     many = len(jobs) > 1 or Path(args.input).is_dir()
     if many and out.suffix:
         raise UsageError(f"--out {out}: give a folder when --input is a folder")
-    mult = _size_multiple(model)
+    if not many and out.is_dir():
+        out = out / f"{jobs[0][0]}.png"
+    if not many and image_format(out) is None:
+        raise UsageError(f"--out {out}: unknown image format {out.suffix!r} (use .png or .jpg)")
+    if many and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    mult = size_multiple(model)
     # read and check everything before writing anything
     loaded = []
     try:
@@ -260,9 +287,14 @@ def eval_cmd(args) -> int:
     from exsynth.evaluate import class_mean_colours, evaluate
     from exsynth.metrics import LPIPS
 
+    from exsynth.checkpoint import size_multiple
+
     if args.data != "synthetic":
         raise UsageError("--data: only 'synthetic' has exact ground truth to score against")
-    device = torch.device(args.device)
+    for name in ("length", "batch_size", "class_mean_samples"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    device = _device(args.device)
     lpips = None
     if args.lpips_lin or args.lpips_vgg16:
         try:
@@ -275,6 +307,10 @@ def eval_cmd(args) -> int:
         baseline, bp = _load_generator(args.baseline_checkpoint, device)
         if bp["model_config"]["label_channels"] != payload["model_config"]["label_channels"]:
             raise UsageError("--baseline-checkpoint: its model has another number of classes")
+    mult = size_multiple(model)
+    size = args.size or (payload.get("train_config") or {}).get("size") or 64
+    if size < 16 or size % mult:
+        raise UsageError(f"--size {size}: this model needs a multiple of {mult} (and at least 16)")
     test, train = _eval_dataset(payload, args)
     blind = bool((payload.get("train_config") or {}).get("blind", False))
     t0 = time.perf_counter()
@@ -310,6 +346,8 @@ def demo_cmd(args) -> int:
 
     out = Path(args.out)
     ckpt = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    if args.inputs < 1 or args.exemplars < 1:
+        raise UsageError(f"--inputs and --exemplars must be >= 1, got {args.inputs} and {args.exemplars}")
     if args.train:
         from exsynth.train import PRESETS, TrainConfig, Trainer
         d = dict(PRESETS["cocosnet-cpu64"])
@@ -317,7 +355,7 @@ def demo_cmd(args) -> int:
         if args.steps is not None:
             d["steps"] = args.steps
         print(f"training CoCosNet from scratch (preset cocosnet-cpu64, {args.minutes} min at most) -> {out / 'train'}")
-        Trainer(TrainConfig.from_dict(d)).run()
+        Trainer(TrainConfig.from_dict(d), overwrite=True).run()
         ckpt = out / "train" / "checkpoints" / "latest.pt"
     t0 = time.perf_counter()
     model, payload = _load_generator(ckpt, "cpu", expect="cocosnet")
@@ -386,6 +424,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", action="append", metavar="NAME=WEIGHT", help="loss weight (repeatable)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue a run (default: OUT/checkpoints/latest.pt)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that holds a run")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=train)
 

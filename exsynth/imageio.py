@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageError", "IMAGE_SUFFIXES", "read_image", "read_label", "write_image", "write_label",
+__all__ = ["ImageError", "IMAGE_SUFFIXES", "image_format", "read_image", "read_label", "write_image", "write_label",
            "to_uint8", "palette", "colorize_label", "list_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -32,6 +32,11 @@ def _pil():
     except ImportError as e:  # pragma: no cover - pillow is a dependency
         raise ImportError("exsynth image I/O needs Pillow: pip install pillow") from e
     return Image
+
+
+def _pil_ops():
+    from PIL import ImageOps
+    return ImageOps
 
 
 def _open(path: PathLike):
@@ -60,7 +65,7 @@ def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize
         raise ImageError(f"{path}: image mode {img.mode!r} is not a photo (expected RGB, RGBA, L or P)")
     if img.mode in ("I;16", "I"):
         raise ImageError(f"{path}: 16/32-bit image (mode {img.mode!r}); expected an 8-bit RGB photo")
-    img = img.convert("RGB")
+    img = _pil_ops().exif_transpose(img).convert("RGB")  # camera photos: honour the orientation tag
     if size is not None and resize and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), _pil().BILINEAR)
     _check_size(path, (img.height, img.width), size, "image")
@@ -99,17 +104,22 @@ def _atomic_save(img, path: PathLike) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
-        img.save(tmp, format=_format(p))
+        fmt = image_format(p)
+        if fmt is None:
+            raise ImageError(f"{p}: unknown image format {p.suffix!r}")
+        img.save(tmp, format=fmt)
         os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _format(p: Path) -> str:
-    ext = p.suffix.lower()
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF",
-            ".tiff": "TIFF"}.get(ext, "PNG")
+def image_format(path: PathLike) -> Optional[str]:
+    """Pillow's format name for a file name's suffix (PNG when there is none), None if unknown."""
+    ext = Path(path).suffix.lower()
+    if not ext:
+        return "PNG"
+    return _pil().registered_extensions().get(ext)
 
 
 def write_image(image: torch.Tensor, path: PathLike) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import ops
 
-__all__ = ["synthesize", "coordinate_image", "correspondence_picture"]
+__all__ = ["synthesize", "msca_warp", "coordinate_image", "correspondence_picture"]
 
 
 def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
@@ -57,20 +57,26 @@ def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
         return res
     if isinstance(model, MSCANet):
         out = model(label, exemplar, exemplar_label, return_attention=True)
-        alpha, beta = out["attention"][0]      # finest scale: (B, K, h, w) each
-        h, w = alpha.shape[-2:]
-
-        def carry(img):                        # sum_k beta_k(p) sum_q alpha_k(q) img(q)
-            v = torch.einsum("bkq,bcq->bck", alpha.flatten(2), F.interpolate(img, size=(h, w), mode="bilinear",
-                                                                             align_corners=False).flatten(2))
-            return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(img.shape[0], -1, h, w)
-
-        res = dict(fake=out["fake"], warped=up(carry(exemplar)))
+        att = out["attention"][0]              # finest scale: alpha, beta (B, K, h, w) each
+        res = dict(fake=out["fake"], warped=up(msca_warp(att, exemplar)))
         if correspondence:
-            res["correspondence"] = up(carry(coordinate_image(exemplar.shape[0], (h, w), exemplar.device,
-                                                              exemplar.dtype)))
+            h, w = att[0].shape[-2:]
+            res["correspondence"] = up(msca_warp(att, coordinate_image(exemplar.shape[0], (h, w), exemplar.device,
+                                                                       exemplar.dtype)))
         return res
     raise TypeError(f"not an exsynth generator: {type(model).__name__}")
+
+
+def msca_warp(attention, image: torch.Tensor) -> torch.Tensor:
+    """An image carried to the target by one MSCA scale's attention (alpha, beta), each
+    (B, K, h, w): out(p) = sum_k beta_k(p) sum_q alpha_k(q) image(q), image resized to (h, w).
+    The feature-masking gate is left out: this shows where colours come from, not how much
+    of each map the network keeps."""
+    alpha, beta = attention
+    B, K, h, w = alpha.shape
+    img = F.interpolate(image.to(alpha.dtype), size=(h, w), mode="bilinear", align_corners=False)
+    v = torch.einsum("bkq,bcq->bck", alpha.flatten(2), img.flatten(2))
+    return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(B, -1, h, w)
 
 
 def coordinate_image(batch: int, size, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -52,7 +52,7 @@ def test_train_writes_run(tmp_path, model, supervision):
     assert "D/hinge" in lines[0]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000002.png", "step_000003.png"]
     grid = read_image(out / "samples" / "step_000002.png")
-    n_cols = 5 if model == "cocosnet" else 4  # input | exemplar | (warped) | output | truth
+    n_cols = 4 if supervision == "self" else 5  # input | exemplar | warped | output | truth
     assert grid.shape == (3, 2 * S, n_cols * S)
     payload = load_checkpoint(out / "checkpoints" / "latest.pt", expect_model=model)
     assert payload["step"] == 3 and "opt_g" in payload and "opt_d" in payload
@@ -111,8 +111,7 @@ def test_one_trainer_step_lowers_the_loss(tmp_path):
     batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ("label", "image", "exemplar", "exemplar_label")}
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     before = tr.objective.generator_terms(batch, 0, gen())[0].item()
-    for _ in range(3):
-        tr.train_step(batch)
+    tr.train_step(batch)
     after = tr.objective.generator_terms(batch, 0, gen())[0].item()
     assert after < before
 
@@ -178,6 +177,46 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 # ---- metrics -------------------------------------------------------------------------------------
+
+def test_ssim_matches_windowed_definition():
+    # SSIM written out window by window (valid positions, Gaussian weights), in numpy float64
+    import numpy as np
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 2, 14, 15, generator=g) * 2 - 1
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    a, b = (x.double().numpy() + 1) / 2, (y.double().numpy() + 1) / 2
+    t = np.arange(11) - 5.0
+    w1 = np.exp(-t ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(w1, w1) / w1.sum() ** 2
+    vals = []
+    for c in range(2):
+        for i in range(14 - 10):
+            for j in range(15 - 10):
+                pa, pb = a[0, c, i:i + 11, j:j + 11], b[0, c, i:i + 11, j:j + 11]
+                ma, mb = (w * pa).sum(), (w * pb).sum()
+                va, vb = (w * pa * pa).sum() - ma ** 2, (w * pb * pb).sum() - mb ** 2
+                cov = (w * pa * pb).sum() - ma * mb
+                c1, c2 = 0.01 ** 2, 0.03 ** 2
+                vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    torch.testing.assert_close(ssim(x, y), torch.tensor([float(np.mean(vals))]), rtol=1e-5, atol=1e-6)
+
+
+def test_msca_random_vgg_checkpoint_round_trip(tmp_path):
+    # without a VGG file the frozen encoder is random: the checkpoint must carry it
+    import warnings
+    from exsynth.checkpoint import build_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("msca", dict(label_channels=K, width=4, use_vgg=True, num_scales=2, ks=[2, 2],
+                                         spade_hidden=8)).eval()
+        save_checkpoint(tmp_path / "m.pt", model)
+        loaded, _ = load_generator(tmp_path / "m.pt")
+    ds = SyntheticExemplarDataset(S, num_classes=K, length=1, split="test")
+    s = ds[0]
+    args = (s["label"][None], s["exemplar"][None], s["exemplar_label"][None])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*args)["fake"], model(*args)["fake"], rtol=0, atol=0)
+
 
 def test_psnr_ssim_values():
     g = torch.Generator().manual_seed(0)
@@ -304,7 +343,30 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert "no such config" in _run_bad(capsys, ["train", "--config", str(tmp_path / "c.toml"), "--out",
                                                  str(tmp_path / "r")])
     assert "images/ and labels/" in _run_bad(capsys, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert not (tmp_path / "r" / "checkpoints").exists()
+    assert "needs a multiple of" in _run_bad(capsys, ["train", "--size", "36", "--out", str(tmp_path / "r")])
+    assert "width=" not in _run_bad(capsys, ["train", "--option", "width=\"abc\"", "--steps", "1",
+                                             "--out", str(tmp_path / "r")])
+    # folder data with a class id beyond --num-classes: found on the first batch, nothing written
+    root = tmp_path / "baddata"
+    write_image(torch.zeros(3, S, S), root / "images" / "0.png")
+    write_label(torch.full((S, S), 9), root / "labels" / "0.png")
+    msg = _run_bad(capsys, ["train", "--data", str(root), "--num-classes", str(K), "--size", str(S), "--steps", "1",
+                            "--batch-size", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    assert "stopped at step 0" in msg and "expected 0..3" in msg
+    assert not (tmp_path / "r").exists()
+    # an output folder that already holds a run, and --resume with a new configuration
+    run = ck.parent.parent
+    assert "already holds a run" in _run_bad(capsys, ["train", "--out", str(run), "--steps", "1"])
+    assert "drop --preset" in _run_bad(capsys, ["train", "--out", str(run), "--resume", "--preset", "msca-cpu64"])
+    # eval and demo arguments
+    assert "needs a multiple of" in _run_bad(capsys, ["eval", "--checkpoint", str(ck), "--size", "30"])
+    assert "--length must be >= 1" in _run_bad(capsys, ["eval", "--checkpoint", str(ck), "--length", "0"])
+    assert "not a device" in _run_bad(capsys, ["eval", "--checkpoint", str(ck), "--device", "bogus"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _run_bad(capsys, ["eval", "--checkpoint", str(ck), "--device", "cuda"])
+    assert ">= 1" in _run_bad(capsys, ["demo", "--checkpoint", str(ck), "--inputs", "0", "--out", str(tmp_path / "d")])
+    assert "unknown image format" in _run_bad(capsys, base + ["--input", str(lab), "--out", str(tmp_path / "o.xyz")],
+                                              tmp_path / "o.xyz")
 
 
 def test_cli_eval_and_demo(tmp_path, capsys):
@@ -425,3 +487,10 @@ def test_shipped_demo_checkpoint(tmp_path, capsys):
     assert m and float(m.group(1)) > 18 and float(m.group(2)) > 18, out
     for name in ("grid.png", "truth.png", "correspondence.png"):
         assert (tmp_path / "demo" / name).is_file()
+
+
+@pytest.mark.parametrize("model", ["cocosnet", "msca"])
+def test_amp_step(tmp_path, model):
+    # bf16 autocast on the CPU: features come out in bf16 and must meet the fused ops in one dtype
+    summary = Trainer(tiny_cfg(tmp_path, model, amp=True, steps=1), quiet=True).run()
+    assert summary["step"] == 1 and math.isfinite(summary["loss"])

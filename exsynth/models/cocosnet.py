@@ -175,7 +175,9 @@ class CorrespondenceNet(nn.Module):
         xa, yb = self.align_features(label, exemplar, exemplar_label)
         x_s, y_s = self.adaptive_block(xa), self.adaptive_block(yb)
         size = x_s.shape[-2:]
-        exemplar_small = F.adaptive_avg_pool2d(exemplar, size)
+        # under autocast the features come out in bf16/fp16 while pooling keeps fp32: the
+        # fused op takes one dtype
+        exemplar_small = F.adaptive_avg_pool2d(exemplar, size).to(x_s.dtype)
         warped, lse = ops.correlation_warp(x_s, y_s, exemplar_small, alpha=cfg.alpha,
                                            patch_size=cfg.patch_size, backend=cfg.backend,
                                            return_lse=True)
@@ -185,7 +187,7 @@ class CorrespondenceNet(nn.Module):
                                       backend=cfg.backend)
         if exemplar_label is not None:
             out["warped_label"] = ops.correlation_warp(
-                x_s, y_s, F.adaptive_avg_pool2d(exemplar_label.to(exemplar.dtype), size),
+                x_s, y_s, F.adaptive_avg_pool2d(exemplar_label.to(exemplar.dtype), size).to(x_s.dtype),
                 alpha=cfg.alpha, patch_size=cfg.patch_size, backend=cfg.backend)
         return out
 

@@ -44,7 +44,8 @@ class TrainConfig:
         MSCA-Net's cross-reconstruction of two crops of one image plus global
         self-reconstruction (Sec. 3.4). "auto": pair on synthetic data, else pseudo / self.
     blind: train an exemplar-blind baseline (exemplar and its label replaced by zeros).
-    max_minutes: stop (and checkpoint) once this much training time has passed.
+    max_minutes: stop (and checkpoint) once this much training time has passed in one call
+        (a resumed run gets the limit afresh).
     mask_warmup_steps: the mask loss is applied for this many steps only (None: always).
     """
 
@@ -156,7 +157,11 @@ def load_config_file(path) -> Dict[str, Any]:
     try:
         if p.suffix.lower() == ".toml":
             import tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
+            d = tomllib.loads(text)
+        else:
+            d = json.loads(text)
     except Exception as e:
         raise ValueError(f"{p}: cannot parse config ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{p}: a config file holds a table/object of TrainConfig fields, got {type(d).__name__}")
+    return d

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses as L
+from ..inference import msca_warp
 from ..models import distort_exemplar, reconstruction_losses
 
 __all__ = ["CoCosNetObjective", "MSCAObjective", "Terms"]
@@ -107,8 +108,9 @@ class CoCosNetObjective(_Objective):
         if self.on("warp"):
             terms["warp"] = F.l1_loss(out["warped"], F.adaptive_avg_pool2d(image, size))
         if use_mask:
-            target = F.adaptive_avg_pool2d(label.to(fake.dtype), size)
-            terms["mask"] = -(target * torch.log(out["warped_label"].clamp_min(1e-6))).sum(1).mean()
+            # in float32 even under autocast: a bf16 log of small probabilities is coarse
+            target = F.adaptive_avg_pool2d(label.float(), size)
+            terms["mask"] = -(target * torch.log(out["warped_label"].float().clamp_min(1e-6))).sum(1).mean()
         self._gan_terms(terms, label, fake, image)
         visuals = dict(label=label, exemplar=exemplar, warped=out["warped"], fake=fake, image=image)
         return _weighted(terms, self.weights), terms, visuals
@@ -128,13 +130,18 @@ class MSCAObjective(_Objective):
             terms["l1"] = r["patch_l1"] + r["global_l1"]
             if vgg is not None:
                 terms["feat"] = r["patch_vgg"] + r["global_vgg"]
-            fake, exemplar = r["fake"], image
+            fake, exemplar, warped = r["fake"], image, None
         else:
             label, image, exemplar, exemplar_label = self.inputs(batch, gen)
-            fake = self.model(label, exemplar, exemplar_label)["fake"]
+            out = self.model(label, exemplar, exemplar_label, return_attention=True)
+            fake = out["fake"]
+            with torch.no_grad():  # for the image grid: the exemplar carried by the finest attention
+                warped = msca_warp(out["attention"][0], exemplar)
             if self.on("l1"):
                 terms["l1"] = F.l1_loss(fake, image)
             self._vgg_terms(terms, fake, image)
         self._gan_terms(terms, label, fake, image)
         visuals = dict(label=label, exemplar=exemplar, fake=fake, image=image)
+        if warped is not None:
+            visuals["warped"] = warped
         return _weighted(terms, self.weights), terms, visuals

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import build_model, load_checkpoint, save_checkpoint
+from ..checkpoint import build_model, generator_state, load_checkpoint, save_checkpoint, size_multiple
 from ..imageio import colorize_label, write_image
 from .config import RESUMABLE_FIELDS, TrainConfig
 from .objectives import CoCosNetObjective, MSCAObjective
@@ -50,18 +50,25 @@ def make_dataset(cfg: TrainConfig, split: str = "train", length: Optional[int] =
 
 
 class _StepSampler(Sampler):
-    """Indices of batches start_step.. in order: sample (step * B + i) mod N. A pure function
-    of the step, so a resumed run sees the batches the uninterrupted run would have."""
+    """Indices of batches start_step.. in order: the g-th sample drawn (g = step * B + i) is
+    position g mod N of epoch g // N's shuffle, seeded by (seed, epoch). A pure function of
+    the step, so a resumed run sees the batches the uninterrupted run would have."""
 
     def __init__(self, n: int, batch_size: int, start_step: int, steps: int, seed: int):
-        self.n, self.b, self.start, self.steps = n, batch_size, start_step, steps
-        g = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=g).tolist()  # one fixed shuffle of the set
+        self.n, self.b, self.start, self.steps, self.seed = n, batch_size, start_step, steps, seed
+        self._epoch, self._perm = -1, None
+
+    def _order(self, epoch: int):
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+        return self._perm
 
     def __iter__(self) -> Iterator[int]:
         for s in range(self.start, self.steps):
             for i in range(self.b):
-                yield self.perm[(s * self.b + i) % self.n]
+                g = s * self.b + i
+                yield self._order(g // self.n)[g % self.n]
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start) * self.b
@@ -118,13 +125,23 @@ class _Progress:
 class Trainer:
     """Build everything a TrainConfig names; `run()` trains and returns a summary dict."""
 
-    def __init__(self, cfg: TrainConfig, *, resume_from: Optional[str] = None, quiet: bool = False):
+    def __init__(self, cfg: TrainConfig, *, resume_from: Optional[str] = None, quiet: bool = False,
+                 overwrite: bool = False):
         self.cfg, self.quiet = cfg, quiet
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out)
+        if resume_from is None and not overwrite and self.checkpoint_path().exists():
+            raise ValueError(f"{self.out} already holds a run ({self.checkpoint_path()}): resume it or "
+                             f"choose another output folder")
         torch.manual_seed(cfg.seed)
         self.dataset = make_dataset(cfg)
-        self.model = build_model(cfg.model, self._model_config()).to(self.device)
+        try:
+            self.model = build_model(cfg.model, self._model_config()).to(self.device)
+        except TypeError as e:  # a model option of the wrong type
+            raise ValueError(f"{cfg.model} options {self.cfg.model_options}: {e}") from None
+        mult = size_multiple(self.model)
+        if cfg.size % mult:
+            raise ValueError(f"size {cfg.size}: this {cfg.model} configuration needs a multiple of {mult}")
         weights = cfg.loss_weights()
         self.weights = weights
         sup = cfg.resolved_supervision()
@@ -132,6 +149,9 @@ class Trainer:
             raise ValueError("supervision 'pair' needs exemplar/ground-truth triples: use data='synthetic'")
         if (cfg.model, sup) in (("cocosnet", "self"), ("msca", "pseudo")):
             raise ValueError(f"supervision {sup!r} is not defined for {cfg.model}")
+        if cfg.blind and sup == "self":
+            raise ValueError("blind: self-supervision reconstructs from the image itself; an exemplar-blind "
+                             "baseline needs supervision 'pair'")
         self.discriminator = None
         if weights.get("adv", 0) or weights.get("gan_feat", 0):
             from ..models import MultiscalePatchDiscriminator
@@ -194,14 +214,16 @@ class Trainer:
             raise ValueError(f"{path}: the run was made with other settings ({', '.join(diff)}); "
                              f"resume with the checkpoint's configuration")
         missing, unexpected = self.model.load_state_dict(payload["generator"], strict=False)
-        missing = [k for k in missing if not k.startswith("image_encoder.vgg.")]
+        stored = generator_state(self.model)  # what a checkpoint of this model must hold
+        missing = [k for k in missing if k in stored]
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.opt_g.load_state_dict(payload["opt_g"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(payload["discriminator"])
             self.opt_d.load_state_dict(payload["opt_d"])
-        self.scaler.load_state_dict(payload["scaler"])
+        if payload.get("scaler"):  # empty when the run had no fp16 scaling (CPU, or no AMP)
+            self.scaler.load_state_dict(payload["scaler"])
         self.step = int(payload["step"])
         self.train_seconds = float(payload.get("train_seconds", 0.0))
 
@@ -254,21 +276,31 @@ class Trainer:
             return None
         return SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
 
-    def run(self) -> Dict[str, Any]:
-        cfg = self.cfg
+    def _open_logs(self):
+        """Run-folder files are created once the first step has succeeded: a run that fails
+        on its first batch (bad data, a size the model cannot take) leaves nothing behind."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        path = self.out / "metrics.jsonl"
+        if path.exists():  # resumed: drop lines logged after the checkpoint we continue from
+            keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= self.step - 1]
+            path.write_text("".join(l + "\n" for l in keep))
+        return open(path, "a"), self._writer()
+
+    def run(self) -> Dict[str, Any]:
+        """Train from the current step to cfg.steps, or until cfg.max_minutes of training
+        time have passed in this call; checkpoint at the end."""
+        cfg = self.cfg
         if self.step >= cfg.steps:
             return self._summary(stopped="done")
         loader = DataLoader(self.dataset, batch_size=cfg.batch_size,
                             sampler=_StepSampler(len(self.dataset), cfg.batch_size, self.step, cfg.steps, cfg.seed),
                             num_workers=cfg.num_workers, collate_fn=_collate, drop_last=True,
                             persistent_workers=False)
-        writer = self._writer()
         progress = _Progress(cfg.steps, sys.stderr)
-        metrics = open(self.out / "metrics.jsonl", "a")
+        metrics = writer = None
         stopped, window_t, window_n = "steps", time.perf_counter(), 0
-        last_loss = math.nan
+        last_loss, session_seconds = math.nan, 0.0
         try:
             t_prev = time.perf_counter()
             for batch in loader:
@@ -276,7 +308,9 @@ class Trainer:
                 self.step += 1
                 now = time.perf_counter()
                 self.train_seconds += now - t_prev
-                t_prev = now
+                session_seconds += now - t_prev
+                if metrics is None:
+                    metrics, writer = self._open_logs()
                 window_n += 1
                 last_loss = logs["G/total"]
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -291,7 +325,7 @@ class Trainer:
                         writer.add_scalar("speed/it_per_s", its, self.step)
                     if not self.quiet:
                         progress.update(self.step, last_loss, its, self.train_seconds)
-                out_of_time = cfg.max_minutes is not None and self.train_seconds >= cfg.max_minutes * 60
+                out_of_time = cfg.max_minutes is not None and session_seconds >= cfg.max_minutes * 60
                 if self.step % cfg.image_every == 0 or self.step == cfg.steps or out_of_time:
                     grid = image_grid(self._visuals)
                     write_image(grid, self.out / "samples" / f"step_{self.step:06d}.png")
@@ -304,7 +338,8 @@ class Trainer:
                     break
                 t_prev = time.perf_counter()  # checkpoint/log I/O is not training time
         finally:
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
             if writer is not None:
                 writer.close()
             if not self.quiet:
