@@ -494,3 +494,33 @@ def test_amp_step(tmp_path, model):
     # bf16 autocast on the CPU: features come out in bf16 and must meet the fused ops in one dtype
     summary = Trainer(tiny_cfg(tmp_path, model, amp=True, steps=1), quiet=True).run()
     assert summary["step"] == 1 and math.isfinite(summary["loss"])
+
+
+@pytest.mark.parametrize("supervision", ["pair", "self"])
+def test_msca_attention_pretraining(tmp_path, supervision):
+    # Sec. 4: the first steps optimise only the attention decoders' feature reconstruction;
+    # the synthesis decoder and the discriminator do not move then
+    opts = dict(TINY["msca"], attention_decoder=True)
+    cfg = tiny_cfg(tmp_path, "msca", steps=1, attn_pretrain_steps=1, supervision=supervision,
+                   model_options=opts, losses=dict(l1=1.0, feat=0.0, adv=0.1, gan_feat=1.0, attn=1.0))
+    tr = Trainer(cfg, quiet=True)
+    synth = {k: v.clone() for k, v in tr.model.synthesis.state_dict().items()}
+    att = {k: v.clone() for k, v in tr.model.msca.state_dict().items()}
+    disc = {k: v.clone() for k, v in tr.discriminator.state_dict().items()}
+    tr.run()
+    first = json.loads((Path(cfg.out) / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(k for k in first if k.startswith(("G/", "D/"))) == {"G/attn", "G/total"}
+    assert all(torch.equal(v, tr.model.synthesis.state_dict()[k]) for k, v in synth.items())
+    assert all(torch.equal(v, tr.discriminator.state_dict()[k]) for k, v in disc.items())
+    assert any(not torch.equal(v, tr.model.msca.state_dict()[k]) for k, v in att.items())
+    # afterwards attn joins the other terms
+    tr2 = Trainer(TrainConfig(**{**cfg.to_dict(), "steps": 2}), resume_from=tr.checkpoint_path(), quiet=True)
+    tr2.run()
+    second = json.loads((Path(cfg.out) / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"G/attn", "G/l1", "G/adv", "D/hinge"} <= set(second)
+
+
+def test_attn_loss_needs_the_decoder(tmp_path):
+    with pytest.raises(ValueError, match="attention_decoder"):
+        Trainer(tiny_cfg(tmp_path, "msca", losses=dict(l1=1.0, feat=0.0, adv=0.0, gan_feat=0.0, attn=1.0)),
+                quiet=True)

@@ -67,6 +67,9 @@ class MSCANetConfig:
     spade_hidden: hidden channels of each PN-SPADE condition encoder.
     attention_logit_scale, attention_matched_init: see exsynth.nn.MSCAModule (1.0 / False
         is the paper's form; both speed up how fast the attention maps specialise).
+    attention_decoder: add Sec. 4's lightweight decoders (a 1x1 conv per scale from
+        [F_x1, F_c1] to the ground truth's feature there) for attention pre-training; see
+        `MSCANet.attention_pretrain_loss`. They are not used to synthesize.
     Inputs must have height and width divisible by 2**(num_scales - 1).
     """
 
@@ -84,6 +87,7 @@ class MSCANetConfig:
     spade_hidden: int = 128
     attention_logit_scale: float = 1.0
     attention_matched_init: bool = False
+    attention_decoder: bool = False
 
     def __post_init__(self):
         self.ks = tuple(int(k) for k in self.ks)
@@ -239,7 +243,7 @@ class SynthesisNet(nn.Module):
 
 class MSCANet(nn.Module):
     """forward(label c_1, exemplar x_2, exemplar_label c_2, return_attention=False)
-    -> dict(fake (B, C, H, W) in [-1, 1], aligned=[F_x1^(i), finest first],
+    -> dict(fake (B, C, H, W) in [-1, 1], aligned=[F_x1^(i), finest first], label_features=[F_c1^(i)],
             attention=[(alpha, beta) each (B, K_i, H_i, W_i)] when requested).
 
     Labels are (B, label_channels, H, W) one-hot (or soft) maps; images are in [-1, 1].
@@ -256,6 +260,11 @@ class MSCANet(nn.Module):
             for k in cfg.ks
         )
         self.synthesis = SynthesisNet(cfg)
+        self.attention_decoder = None
+        if cfg.attention_decoder:
+            target = VGG_CHANNELS if cfg.use_vgg else (cfg.image_channels,) * cfg.num_scales
+            self.attention_decoder = nn.ModuleList(
+                nn.Conv2d(cfg.n_feat + cfg.m_feat, target[i], 1) for i in range(cfg.num_scales))
 
     def _check(self, label, exemplar, exemplar_label):
         cfg = self.cfg
@@ -296,10 +305,35 @@ class MSCANet(nn.Module):
                 fx1 = res
             aligned.append(fx1)
             conds.append(torch.cat([fx1, f_c1[i]], dim=1))
-        out: Dict[str, object] = dict(fake=self.synthesis(conds), aligned=aligned)
+        out: Dict[str, object] = dict(fake=self.synthesis(conds), aligned=aligned, label_features=f_c1)
         if return_attention:
             out["attention"] = attention
         return out
+
+
+    def attention_pretrain_loss(self, out: Dict[str, object], image: torch.Tensor) -> torch.Tensor:
+        """Sec. 4's attention pre-training: at every scale a 1x1 decoder reads [F_x1, F_c1] and
+        must reproduce the ground truth's feature there (frozen VGG relu{i+1}_1 with the VGG
+        encoder; the image average-pooled to that scale with the light encoder, whose own
+        features are trained and would make a moving, collapsible target). Mean L1 over
+        scales. `out` is this model's forward output for the ground truth's label."""
+        if self.attention_decoder is None:
+            raise ValueError("MSCANet: attention_pretrain_loss needs attention_decoder=True")
+        aligned, f_c1 = out["aligned"], out["label_features"]
+        if self.cfg.use_vgg:
+            enc = self.image_encoder
+            with torch.no_grad():
+                feats = enc.vgg(image, enc.layers)
+            targets = [feats[name] for name in enc.layers]
+        else:
+            targets = [F.adaptive_avg_pool2d(image, a.shape[2:]) for a in aligned]
+        total = 0
+        for dec, a, c, t in zip(self.attention_decoder, aligned, f_c1, targets):
+            pred = dec(torch.cat([a, c], dim=1))
+            if t.shape[2:] != pred.shape[2:]:
+                t = F.interpolate(t, size=pred.shape[2:], mode="bilinear", align_corners=False)
+            total = total + F.l1_loss(pred, t.detach())
+        return total / len(aligned)
 
 
 # ---- self-supervision (Sec. 3.4) ---------------------------------------------------------------

@@ -12,7 +12,7 @@ __all__ = ["TrainConfig", "LOSS_NAMES", "PRESETS", "default_losses", "load_confi
 # Every loss term the objectives know; a weight of 0 skips the term (and its compute).
 LOSS_NAMES = {
     "cocosnet": ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat"),
-    "msca": ("l1", "feat", "perc", "adv", "gan_feat"),
+    "msca": ("l1", "feat", "perc", "adv", "gan_feat", "attn"),
 }
 
 
@@ -21,12 +21,13 @@ def default_losses(model: str) -> Dict[str, float]:
     contextual 1, domain 10, cycle L_reg 1, hinge GAN 1 + GAN feature matching 10, the
     warp-self L1 of the released code (the warped exemplar vs. the downsampled ground
     truth) 0 by default, mask warm-up 0. MSCA-Net (Eq. 9-12): L1 reconstruction 1,
-    feature matching 1, GAN 1."""
+    feature matching 1, GAN 1; attention pre-training (Sec. 4, weight `attn`, needs the model
+    option attention_decoder=True) off."""
     if model == "cocosnet":
         return dict(l1=0.0, feat=10.0, perc=0.001, context=1.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
                     adv=1.0, gan_feat=10.0)
     if model == "msca":
-        return dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0)
+        return dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0)
     raise ValueError(f"model must be one of {sorted(LOSS_NAMES)}, got {model!r}")
 
 
@@ -47,6 +48,9 @@ class TrainConfig:
     max_minutes: stop (and checkpoint) once this much training time has passed in one call
         (a resumed run gets the limit afresh).
     mask_warmup_steps: the mask loss is applied for this many steps only (None: always).
+    attn_pretrain_steps: MSCA-Net's attention pre-training (Sec. 4): for this many first steps
+        the only loss is `attn` (the attention decoders' feature reconstruction) and the
+        discriminator rests; afterwards `attn` joins the other terms with its weight.
     """
 
     model: str = "cocosnet"
@@ -69,6 +73,7 @@ class TrainConfig:
     blind: bool = False
     vgg: Optional[str] = None
     mask_warmup_steps: Optional[int] = None
+    attn_pretrain_steps: int = 0
     disc_width: int = 64
     disc_layers: int = 3
     disc_scales: int = 2
@@ -92,6 +97,8 @@ class TrainConfig:
                      "image_every", "train_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.attn_pretrain_steps) < 0:
+            raise ValueError(f"attn_pretrain_steps must be >= 0, got {self.attn_pretrain_steps}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 

@@ -63,6 +63,10 @@ class _Objective:
                 real_pred = self.discriminator(label, image)
             terms["gan_feat"] = L.gan_feature_matching_loss(fake_pred, real_pred)
 
+    def pretraining(self, step: int) -> bool:
+        """True while only a pre-training loss is optimised (no GAN, no discriminator step)."""
+        return False
+
     def discriminator_loss(self, label: torch.Tensor, image: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         d = self.discriminator
         return L.hinge_d_loss(d(label, image), d(label, fake.detach()))
@@ -121,8 +125,27 @@ class MSCAObjective(_Objective):
     ground truth; "self" is Sec. 3.4's patch cross-reconstruction + global self-reconstruction
     (Eq. 9-11, `exsynth.models.reconstruction_losses`); both add the GAN terms (Eq. 12)."""
 
+    def __init__(self, *args, attn_pretrain_steps: int = 0, **kw):
+        super().__init__(*args, **kw)
+        self.attn_pretrain_steps = attn_pretrain_steps
+        if (self.on("attn") or attn_pretrain_steps) and self.model.attention_decoder is None:
+            raise ValueError("the attn loss (attention pre-training) needs the model option attention_decoder=true")
+
+    def pretraining(self, step: int) -> bool:
+        return step < self.attn_pretrain_steps
+
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         terms: Terms = {}
+        if self.pretraining(step):
+            label, image, exemplar, exemplar_label = self.inputs(batch, gen)
+            if self.supervision == "self":  # the image is its own exemplar
+                exemplar, exemplar_label = image, label
+            out = self.model(label, exemplar, exemplar_label, return_attention=True)
+            terms["attn"] = self.model.attention_pretrain_loss(out, image)
+            with torch.no_grad():
+                warped = msca_warp(out["attention"][0], exemplar)
+            visuals = dict(label=label, exemplar=exemplar, warped=warped, fake=out["fake"].detach(), image=image)
+            return terms["attn"], terms, visuals
         if self.supervision == "self":
             label, image = batch["label"], batch["image"]
             vgg = self.vgg.feature_matching if (self.vgg is not None and self.on("feat")) else None
@@ -131,6 +154,8 @@ class MSCAObjective(_Objective):
             if vgg is not None:
                 terms["feat"] = r["patch_vgg"] + r["global_vgg"]
             fake, exemplar, warped = r["fake"], image, None
+            if self.on("attn"):  # one more global pass: reconstruction_losses keeps its outputs
+                terms["attn"] = self.model.attention_pretrain_loss(self.model(label, image, label), image)
         else:
             label, image, exemplar, exemplar_label = self.inputs(batch, gen)
             out = self.model(label, exemplar, exemplar_label, return_attention=True)
@@ -140,6 +165,8 @@ class MSCAObjective(_Objective):
             if self.on("l1"):
                 terms["l1"] = F.l1_loss(fake, image)
             self._vgg_terms(terms, fake, image)
+            if self.on("attn"):
+                terms["attn"] = self.model.attention_pretrain_loss(out, image)
         self._gan_terms(terms, label, fake, image)
         visuals = dict(label=label, exemplar=exemplar, fake=fake, image=image)
         if warped is not None:

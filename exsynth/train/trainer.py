@@ -167,7 +167,7 @@ class Trainer:
         if cfg.model == "cocosnet":
             self.objective = CoCosNetObjective(self.model, weights, sup, mask_warmup_steps=cfg.mask_warmup_steps, **kw)
         else:
-            self.objective = MSCAObjective(self.model, weights, sup, **kw)
+            self.objective = MSCAObjective(self.model, weights, sup, attn_pretrain_steps=cfg.attn_pretrain_steps, **kw)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(params, lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = (torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
@@ -252,7 +252,7 @@ class Trainer:
         self.scaler.step(self.opt_g)
         logs.update({f"G/{k}": v.item() for k, v in terms.items()})
         logs["G/total"] = total.item()
-        if self.discriminator is not None:
+        if self.discriminator is not None and not self.objective.pretraining(self.step):
             self.discriminator.requires_grad_(True)
             with self._autocast():
                 d_loss = self.objective.discriminator_loss(visuals["label"], visuals["image"], visuals["fake"])
