@@ -52,7 +52,8 @@ _TRAIN_FLAGS = {  # flag dest -> TrainConfig field
     "data_seed": "data_seed", "train_length": "train_length", "batch_size": "batch_size", "steps": "steps",
     "max_minutes": "max_minutes", "lr_g": "lr_g", "lr_d": "lr_d", "amp": "amp", "device": "device",
     "seed": "seed", "supervision": "supervision", "blind": "blind", "vgg": "vgg",
-    "mask_warmup_steps": "mask_warmup_steps", "checkpoint_every": "checkpoint_every",
+    "mask_warmup_steps": "mask_warmup_steps", "attn_pretrain_steps": "attn_pretrain_steps",
+    "checkpoint_every": "checkpoint_every",
     "log_every": "log_every", "image_every": "image_every", "workers": "num_workers",
 }
 
@@ -415,6 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--blind", action="store_true", default=None, help="train an exemplar-blind baseline")
     p.add_argument("--vgg", help="VGG19 weights file for the perceptual losses / MSCA encoder")
     p.add_argument("--mask-warmup-steps", type=int)
+    p.add_argument("--attn-pretrain-steps", type=int, help="MSCA-Net: steps of attention pre-training first")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--image-every", type=int)
