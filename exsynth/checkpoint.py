@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "MODELS", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
-           "load_generator", "generator_state", "size_multiple", "FORMAT", "VERSION"]
+           "load_generator", "load_weights", "generator_state", "size_multiple", "FORMAT", "VERSION"]
 
 FORMAT = "exsynth-checkpoint"
 VERSION = 1
@@ -69,6 +69,17 @@ def generator_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     if _backbone_from_file(model):
         sd = {k: v for k, v in sd.items() if not k.startswith(_FROZEN_PREFIXES)}
     return dict(sd)
+
+
+def load_weights(model: nn.Module, state: Dict[str, torch.Tensor], source) -> None:
+    """Load a generator state written by save_checkpoint (float16 copies are cast by the
+    copy into the parameters); only a backbone that loads from its own file may be absent."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    stored = generator_state(model)  # what a checkpoint of this model must hold
+    missing = [k for k in missing if k in stored]
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
 
 
 def size_multiple(model: nn.Module) -> int:
@@ -138,11 +149,5 @@ def load_generator(path: PathLike, *, expect_model: Optional[str] = None, device
         model = build_model(payload["model"], config)
     except (TypeError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: cannot build its {payload['model']} model: {e}") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["generator"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if _backbone_from_file(model):
-        missing = [k for k in missing if not k.startswith(_FROZEN_PREFIXES)]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
+    load_weights(model, payload["generator"], path)
     return model.to(device).eval(), payload

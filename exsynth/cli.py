@@ -59,16 +59,11 @@ _TRAIN_FLAGS = {  # flag dest -> TrainConfig field
 
 
 def _device(name: str):
-    import torch
+    from exsynth.inference import resolve_device
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: only cpu and cuda are supported")
-    return dev
+        return resolve_device(name)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
 
 
 def _parse_kv(items, what):
@@ -113,43 +108,24 @@ def _train_config(args):
 def train(args) -> int:
     import torch
 
-    from exsynth.checkpoint import CheckpointError, load_checkpoint
+    from exsynth.checkpoint import CheckpointError
     from exsynth.imageio import ImageError
-    from exsynth.train import TrainConfig, Trainer
-    from exsynth.train.config import RESUMABLE_FIELDS
+    from exsynth.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, given = _train_config(args)
-    resume_from = None
     if args.resume is not None:
         fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--option", args.option),
                                 ("--loss", args.loss)) if v]
         if fixed:
             raise UsageError(f"--resume continues a run with its checkpoint's configuration; drop {', '.join(fixed)}")
-        resume_from = Path(args.resume) if args.resume != "latest" else Path(cfg.out) / "checkpoints" / "latest.pt"
-        try:
-            payload = load_checkpoint(resume_from)
-        except CheckpointError as e:
-            raise UsageError(str(e)) from None
-        if "train_config" not in payload:
-            raise UsageError(f"{resume_from}: holds weights only (no training state); cannot resume from it")
-        saved = dict(payload["train_config"])
-        clash = sorted(k for k, v in given.items() if k not in RESUMABLE_FIELDS and saved.get(k) != v)
-        if clash:
-            raise UsageError(f"--resume: {', '.join(clash)} differ from the checkpoint's run; only "
-                             f"{', '.join(RESUMABLE_FIELDS)} may change")
-        saved.update({k: v for k, v in given.items() if k in RESUMABLE_FIELDS})
-        if "out" not in given:
-            saved["out"] = str(resume_from.parent.parent) if resume_from.parent.name == "checkpoints" else saved["out"]
-        try:
-            cfg = TrainConfig.from_dict(saved)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"{resume_from}: its training configuration does not load here: {e}") from None
-    if cfg.device != "auto":
-        _device(cfg.device)
     try:
-        trainer = Trainer(cfg, resume_from=resume_from, quiet=args.quiet, overwrite=args.overwrite)
+        if args.resume is None:
+            trainer = Trainer(cfg, quiet=args.quiet, overwrite=args.overwrite)
+        else:  # the checkpoint's configuration; flags may change only RESUMABLE_FIELDS
+            path = Path(args.resume) if args.resume != "latest" else Path(cfg.out) / "checkpoints" / "latest.pt"
+            trainer = Trainer.resume(path, given, quiet=args.quiet)
     except (ValueError, TypeError, OSError, ImageError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -210,7 +186,8 @@ def synthesize_cmd(args) -> int:
 
     from exsynth.data import one_hot
     from exsynth.checkpoint import size_multiple
-    from exsynth.imageio import ImageError, image_format, read_image, read_label, write_image
+    from exsynth.imageio import (ImageError, image_format, read_image, read_label, resize_image, resize_label,
+                                 write_image)
     from exsynth.inference import correspondence_picture, synthesize
 
     device = _device(args.device)
@@ -239,16 +216,15 @@ def synthesize_cmd(args) -> int:
             H, W = lab.shape
             if H % mult or W % mult:
                 raise UsageError(f"{lp}: label map is {H}x{W}; this model needs sides divisible by {mult}")
-            exemplar = read_image(ep, (H, W), resize=True)
+            ex_raw = read_image(ep)  # each file decoded once; sizes checked before resizing
             exl = None
             if elp is not None:
                 raw = read_label(elp, K)
-                ex_raw = read_image(ep)
                 if tuple(raw.shape) != tuple(ex_raw.shape[1:]):
                     raise UsageError(f"{elp}: exemplar label map is {raw.shape[0]}x{raw.shape[1]} but the exemplar "
                                      f"{ep} is {ex_raw.shape[1]}x{ex_raw.shape[2]}")
-                exl = one_hot(read_label(elp, K, (H, W), resize=True).numpy(), K)
-            loaded.append((stem, one_hot(lab.numpy(), K), exemplar, exl))
+                exl = one_hot(resize_label(raw, (H, W)).numpy(), K)
+            loaded.append((stem, one_hot(lab.numpy(), K), resize_image(ex_raw, (H, W)), exl))
     except ImageError as e:
         raise UsageError(str(e)) from None
     results = []
@@ -271,10 +247,9 @@ def synthesize_cmd(args) -> int:
 
 # ---- eval ----------------------------------------------------------------------------------------
 
-def _eval_dataset(payload, args):
+def _eval_dataset(payload, args, size):
     from exsynth.data import SyntheticExemplarDataset
     tc = payload.get("train_config") or {}
-    size = args.size or tc.get("size") or 64
     k = payload["model_config"]["label_channels"]
     seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
     test = SyntheticExemplarDataset(size, num_classes=k, length=args.length, split="test", seed=seed)
@@ -312,7 +287,7 @@ def eval_cmd(args) -> int:
     size = args.size or (payload.get("train_config") or {}).get("size") or 64
     if size < 16 or size % mult:
         raise UsageError(f"--size {size}: this model needs a multiple of {mult} (and at least 16)")
-    test, train = _eval_dataset(payload, args)
+    test, train = _eval_dataset(payload, args, size)
     blind = bool((payload.get("train_config") or {}).get("blind", False))
     t0 = time.perf_counter()
     res = evaluate(model, test, batch_size=args.batch_size, device=device, blind=blind, baseline=baseline,

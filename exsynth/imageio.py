@@ -15,7 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageError", "IMAGE_SUFFIXES", "image_format", "read_image", "read_label", "write_image", "write_label",
+__all__ = ["ImageError", "IMAGE_SUFFIXES", "image_format", "read_image", "read_label", "resize_image", "resize_label",
+           "tile_rows",
+           "write_image", "write_label",
            "to_uint8", "palette", "colorize_label", "list_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -69,8 +71,21 @@ def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize
     if size is not None and resize and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), _pil().BILINEAR)
     _check_size(path, (img.height, img.width), size, "image")
+    return _from_pil(img)
+
+
+def _from_pil(img) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def resize_image(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) image read by `read_image` -> size, resampled by Pillow (bilinear) exactly as
+    `read_image(..., size, resize=True)` would (8-bit values survive the round trip)."""
+    if tuple(image.shape[1:]) == tuple(size):
+        return image
+    img = _pil().fromarray(to_uint8(image)).resize((size[1], size[0]), _pil().BILINEAR)
+    return _from_pil(img)
 
 
 def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]] = None, *,
@@ -82,15 +97,29 @@ def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]]
         raise ImageError(f"{path}: label map has mode {img.mode!r}; expected a single-channel class-index "
                          f"image (mode L, P or I, pixel value = class id)")
     arr = np.asarray(img).astype(np.int64)
-    if size is not None and resize and arr.shape != tuple(size):
-        t = torch.from_numpy(arr)[None, None].float()
-        arr = F.interpolate(t, size=tuple(size), mode="nearest")[0, 0].long().numpy()
+    if size is not None and resize:
+        arr = resize_label(torch.from_numpy(arr), size).numpy()
     _check_size(path, arr.shape, size, "label map")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= num_classes:
         raise ImageError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
                          f"({num_classes} classes)")
     return torch.from_numpy(arr)
+
+
+def resize_label(label_index: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(H, W) class indices -> size (nearest neighbour: no invented classes between regions)."""
+    if tuple(label_index.shape) == tuple(size):
+        return label_index
+    t = label_index[None, None].float()
+    return F.interpolate(t, size=tuple(size), mode="nearest")[0, 0].long()
+
+
+def tile_rows(columns: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Columns of (B, 3, H, W) images in [-1, 1] -> one picture (3, B*H, n*W) whose row b shows
+    sample b of every column, left to right."""
+    rows = torch.cat([c.clamp(-1, 1) for c in columns], dim=3)
+    return torch.cat(list(rows), dim=1)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .imageio import tile_rows
 
-__all__ = ["synthesize", "msca_warp", "coordinate_image", "correspondence_picture"]
+__all__ = ["resolve_device", "synthesize", "msca_warp", "coordinate_image", "correspondence_picture"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when available) or a cpu / cuda device name; ValueError if unusable here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: not a device (cpu, cuda, cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name}: only cpu and cuda are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: CUDA is not available on this machine")
+    return dev
 
 
 def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
@@ -96,5 +112,4 @@ def correspondence_picture(exemplar: torch.Tensor, warped: torch.Tensor, corresp
     B, _, H, W = warped.shape
     ex = F.interpolate(exemplar, size=(H, W), mode="bilinear", align_corners=False)
     legend = coordinate_image(B, (H, W), warped.device, warped.dtype)
-    rows = torch.cat([ex, legend, warped, correspondence], dim=3)
-    return torch.cat(list(rows.clamp(-1, 1)), dim=1)
+    return tile_rows([ex, legend, warped, correspondence])

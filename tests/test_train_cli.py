@@ -524,3 +524,13 @@ def test_attn_loss_needs_the_decoder(tmp_path):
     with pytest.raises(ValueError, match="attention_decoder"):
         Trainer(tiny_cfg(tmp_path, "msca", losses=dict(l1=1.0, feat=0.0, adv=0.0, gan_feat=0.0, attn=1.0)),
                 quiet=True)
+
+
+def test_resize_image_matches_read_with_resize(tmp_path):
+    # synthesize decodes an exemplar once and resizes afterwards: same pixels as resizing on read
+    from exsynth.imageio import resize_image
+    g = torch.Generator().manual_seed(0)
+    write_image(torch.rand(3, 40, 52, generator=g) * 2 - 1, tmp_path / "a.png")
+    for size in [(32, 32), (64, 48), (40, 52)]:
+        assert torch.equal(resize_image(read_image(tmp_path / "a.png"), size),
+                           read_image(tmp_path / "a.png", size, resize=True))

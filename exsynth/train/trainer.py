@@ -22,21 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import build_model, generator_state, load_checkpoint, save_checkpoint, size_multiple
-from ..imageio import colorize_label, write_image
+from ..checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint, size_multiple
+from ..imageio import colorize_label, tile_rows, write_image
+from ..inference import resolve_device
 from .config import RESUMABLE_FIELDS, TrainConfig
 from .objectives import CoCosNetObjective, MSCAObjective
 
-__all__ = ["Trainer", "make_dataset", "image_grid", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
-    return dev
+__all__ = ["Trainer", "make_dataset", "image_grid"]
 
 
 def make_dataset(cfg: TrainConfig, split: str = "train", length: Optional[int] = None) -> Dataset:
@@ -93,9 +85,8 @@ def image_grid(visuals: Dict[str, torch.Tensor], rows: int = 4) -> torch.Tensor:
             x = visuals[key][:rows].detach().float().cpu()
             if x.shape[-2:] != (H, W):
                 x = F.interpolate(x, size=(H, W), mode="nearest")
-            cols.append(x.clamp(-1, 1))
-    grid = torch.cat(cols, dim=3)            # (rows, 3, H, cols*W)
-    return torch.cat(list(grid), dim=1)      # (3, rows*H, cols*W)
+            cols.append(x)
+    return tile_rows(cols)
 
 
 class _Progress:
@@ -122,11 +113,17 @@ class _Progress:
             self.stream.flush()
 
 
+def _training_state(payload: Dict[str, Any], path) -> Dict[str, Any]:
+    if "train_config" not in payload or "opt_g" not in payload:
+        raise ValueError(f"{path}: holds weights only (no training state); cannot resume from it")
+    return payload
+
+
 class Trainer:
     """Build everything a TrainConfig names; `run()` trains and returns a summary dict."""
 
     def __init__(self, cfg: TrainConfig, *, resume_from: Optional[str] = None, quiet: bool = False,
-                 overwrite: bool = False):
+                 overwrite: bool = False, _payload: Optional[Dict[str, Any]] = None):
         self.cfg, self.quiet = cfg, quiet
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out)
@@ -179,7 +176,19 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         if resume_from is not None:
-            self._load(resume_from)
+            self._load(resume_from, _payload)
+
+    @classmethod
+    def resume(cls, path, overrides: Optional[Dict[str, Any]] = None, **kw) -> "Trainer":
+        """Continue the run saved at `path` with its own configuration; `overrides` may change
+        only RESUMABLE_FIELDS (others raise). Without an `out` override the run folder is the
+        one the checkpoint sits in (RUN/checkpoints/latest.pt)."""
+        path = Path(path)
+        payload = _training_state(load_checkpoint(path), path)
+        d = {**payload["train_config"], **(overrides or {})}
+        if "out" not in (overrides or {}) and path.parent.name == "checkpoints":
+            d["out"] = str(path.parent.parent)
+        return cls(TrainConfig.from_dict(d), resume_from=path, _payload=payload, **kw)
 
     def _model_config(self) -> Dict[str, Any]:
         c = dict(self.cfg.model_options)
@@ -203,21 +212,16 @@ class Trainer:
         save_checkpoint(path, self.model, **extra)
         return path
 
-    def _load(self, path) -> None:
-        payload = load_checkpoint(path, expect_model=self.cfg.model)
-        if "train_config" not in payload or "opt_g" not in payload:
-            raise ValueError(f"{path}: holds weights only (no optimiser state); cannot resume from it")
+    def _load(self, path, payload: Optional[Dict[str, Any]] = None) -> None:
+        if payload is None:
+            payload = _training_state(load_checkpoint(path, expect_model=self.cfg.model), path)
         saved = dict(payload["train_config"])
         now = self.cfg.to_dict()
         diff = sorted(k for k in now if k not in RESUMABLE_FIELDS and now[k] != saved.get(k))
         if diff:
             raise ValueError(f"{path}: the run was made with other settings ({', '.join(diff)}); "
-                             f"resume with the checkpoint's configuration")
-        missing, unexpected = self.model.load_state_dict(payload["generator"], strict=False)
-        stored = generator_state(self.model)  # what a checkpoint of this model must hold
-        missing = [k for k in missing if k in stored]
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+                             f"on resume only {', '.join(RESUMABLE_FIELDS)} may change")
+        load_weights(self.model, payload["generator"], path)
         self.opt_g.load_state_dict(payload["opt_g"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(payload["discriminator"])
