@@ -3,8 +3,9 @@ the discriminator, optimisers, step and RNG state.
 
 Writes are atomic (temporary file in the same folder, fsync, rename): a crash or a full
 disk mid-write leaves the previous checkpoint intact and no partial file under the name.
-Frozen pretrained weights (MSCA-Net's VGG19) are not stored when they come from a file
-named in the model config (they load from it again); a random-init backbone is stored.
+Frozen pretrained weights (a model's `ModelSpec.unstored_prefixes`) are not stored when they
+come from a file named in the model config (they load from it again); a random-init backbone is
+stored. The model is found in `exsynth.registry` by the name the checkpoint records.
 """
 from __future__ import annotations
 
@@ -16,58 +17,36 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "MODELS", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
+from .registry import RegistryError, model_spec, models, spec_of
+
+__all__ = ["CheckpointError", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
            "load_generator", "load_weights", "generator_state", "size_multiple", "FORMAT", "VERSION"]
 
 FORMAT = "exsynth-checkpoint"
 VERSION = 1
 PathLike = Union[str, os.PathLike]
-_FROZEN_PREFIXES = ("image_encoder.vgg.",)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, not an exsynth checkpoint, or of another model."""
 
 
-def _registry():
-    from .models import CoCosNet, CoCosNetConfig, MSCANet, MSCANetConfig
-    return {"cocosnet": (CoCosNet, CoCosNetConfig), "msca": (MSCANet, MSCANetConfig)}
-
-
-MODELS = ("cocosnet", "msca")
-
-
 def build_model(name: str, config: Dict[str, Any]) -> nn.Module:
-    reg = _registry()
-    if name not in reg:
-        raise ValueError(f"model must be one of {sorted(reg)}, got {name!r}")
-    model_cls, cfg_cls = reg[name]
-    known = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown {name} option(s) {unknown}; known: {sorted(known)}")
-    cfg = cfg_cls(**config)
-    return model_cls(cfg)
+    """The generator of registered model `name` from a dict of its config fields."""
+    return model_spec(name).build(config)
 
 
 def model_name(model: nn.Module) -> str:
-    for name, (cls, _) in _registry().items():
-        if isinstance(model, cls):
-            return name
-    raise TypeError(f"not an exsynth model: {type(model).__name__}")
-
-
-def _backbone_from_file(model: nn.Module) -> bool:
-    """True when the frozen backbone's weights come from a file named in the config (so the
-    checkpoint need not carry them); a random-init backbone must be stored to be reproduced."""
-    return getattr(model.cfg, "vgg_path", None) is not None
+    return spec_of(model).name
 
 
 def generator_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """state_dict, without the frozen pretrained backbone when it loads from a file."""
+    """state_dict, without what the model's spec says need not be stored (a frozen pretrained
+    backbone that loads from a file named in its config); a random-init backbone is stored."""
     sd = model.state_dict()
-    if _backbone_from_file(model):
-        sd = {k: v for k, v in sd.items() if not k.startswith(_FROZEN_PREFIXES)}
+    skip = tuple(spec_of(model).unstored_prefixes(model.cfg))
+    if skip:
+        sd = {k: v for k, v in sd.items() if not k.startswith(skip)}
     return dict(sd)
 
 
@@ -84,10 +63,7 @@ def load_weights(model: nn.Module, state: Dict[str, torch.Tensor], source) -> No
 
 def size_multiple(model: nn.Module) -> int:
     """Image sides a generator accepts must be multiples of this."""
-    cfg = model.cfg
-    if hasattr(cfg, "num_up"):  # CoCosNet: generator upsamplings, adaptor stride-2 convs
-        return max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample)
-    return 2 ** (cfg.num_scales - 1)  # MSCA-Net: the label / feature pyramid
+    return int(spec_of(model).size_multiple(model.cfg))
 
 
 def _config_dict(model: nn.Module) -> Dict[str, Any]:
@@ -135,6 +111,9 @@ def load_checkpoint(path: PathLike, expect_model: Optional[str] = None) -> Dict[
                               f"reads ({VERSION})")
     if expect_model is not None and payload.get("model") != expect_model:
         raise CheckpointError(f"{p}: checkpoint holds a {payload.get('model')!r} model, expected {expect_model!r}")
+    if payload.get("model") not in models():
+        raise CheckpointError(f"{p}: checkpoint holds a {payload.get('model')!r} model, which is not registered "
+                              f"here (registered: {', '.join(models())}); import the module that registers it")
     return payload
 
 

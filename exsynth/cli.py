@@ -1,7 +1,7 @@
 """`exsynth` command line.
 
     exsynth doctor                      which backends are usable here, and why not
-    exsynth train ...                   train CoCosNet or MSCA-Net (see `exsynth train -h`)
+    exsynth train ...                   train a registered model (see `exsynth train -h`)
     exsynth synthesize ...              label map(s) + exemplar(s) -> photo(s)
     exsynth eval ...                    PSNR / SSIM against exact ground truth + baselines
     exsynth demo                        the shipped checkpoint on held-out synthetic data
@@ -17,6 +17,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+from .options import given_values
 
 __all__ = ["main"]
 
@@ -47,17 +49,6 @@ def doctor(args) -> int:
 
 # ---- train ---------------------------------------------------------------------------------------
 
-_TRAIN_FLAGS = {  # flag dest -> TrainConfig field
-    "model": "model", "data": "data", "out": "out", "size": "size", "num_classes": "num_classes",
-    "data_seed": "data_seed", "train_length": "train_length", "batch_size": "batch_size", "steps": "steps",
-    "max_minutes": "max_minutes", "lr_g": "lr_g", "lr_d": "lr_d", "amp": "amp", "device": "device",
-    "seed": "seed", "supervision": "supervision", "blind": "blind", "vgg": "vgg",
-    "mask_warmup_steps": "mask_warmup_steps", "attn_pretrain_steps": "attn_pretrain_steps",
-    "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every", "image_every": "image_every", "workers": "num_workers",
-}
-
-
 def _device(name: str):
     from exsynth.inference import resolve_device
     try:
@@ -80,27 +71,34 @@ def _parse_kv(items, what):
 
 
 def _train_config(args):
+    """TrainConfig from --preset < --config file < flags; returns (config, the TrainConfig fields
+    given as flags, whether model or data-source options were given)."""
     from exsynth.train import PRESETS, TrainConfig, load_config_file
     d = {}
     if args.preset:
         if args.preset not in PRESETS:
             raise UsageError(f"--preset {args.preset!r}: known presets are {sorted(PRESETS)}")
-        d.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[args.preset].items()})
+        d.update(PRESETS[args.preset])
     if args.config:
         try:
             file_cfg = load_config_file(args.config)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
-        for key in ("model_options", "losses"):
+        for key in ("model_options", "losses", "data_options"):
             if key in file_cfg:
                 d.setdefault(key, {}).update(file_cfg.pop(key))
         d.update(file_cfg)
-    given = {field: getattr(args, dest) for dest, field in _TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    given = given_values(args, args.train_dests)
     d.update(given)
-    d.setdefault("model_options", {}).update(_parse_kv(args.option, "--option"))
+    model_given = given_values(args, args.model_dests)
+    data_given = given_values(args, args.data_dests)
+    d.setdefault("model_options", {}).update(model_given)
+    d["model_options"].update(_parse_kv(args.option, "--option"))
+    d.setdefault("data_options", {}).update(data_given)
+    d["data_options"].update(_parse_kv(args.data_option, "--data-option"))
     d.setdefault("losses", {}).update(_parse_kv(args.loss, "--loss"))
     try:
-        return TrainConfig.from_dict(d), given
+        return TrainConfig.from_dict(d), given, sorted(model_given) + sorted(data_given)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
 
@@ -114,12 +112,14 @@ def train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, given = _train_config(args)
     if args.resume is not None:
         fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--option", args.option),
-                                ("--loss", args.loss)) if v]
+                                ("--loss", args.loss), ("--data-option", args.data_option)) if v]
+        fixed += [f"--{k.replace('_', '-')}" for k in list(given_values(args, args.model_dests))
+                  + list(given_values(args, args.data_dests))]
         if fixed:
             raise UsageError(f"--resume continues a run with its checkpoint's configuration; drop {', '.join(fixed)}")
+    cfg, given, _ = _train_config(args)
     try:
         if args.resume is None:
             trainer = Trainer(cfg, quiet=args.quiet, overwrite=args.overwrite)
@@ -128,17 +128,21 @@ def train(args) -> int:
             trainer = Trainer.resume(path, given, quiet=args.quiet)
     except (ValueError, TypeError, OSError, ImageError, CheckpointError) as e:
         raise UsageError(str(e)) from None
+    cfg = trainer.cfg
     n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    if not args.quiet:
-        print(f"training {cfg.model} ({n / 1e6:.2f} M parameters) on {cfg.data} {cfg.size}px, "
-              f"batch {cfg.batch_size}, {trainer.device}, from step {trainer.step} -> {cfg.out}", file=sys.stderr)
+    if not trainer.quiet:
+        procs = f", {trainer.ctx.world_size} processes" if trainer.ctx.enabled else ""
+        print(f"training {cfg.model} ({n / 1e6:.2f} M parameters) on {cfg.source_name()} {cfg.data} {cfg.size}px, "
+              f"global batch {cfg.batch_size}{procs}, {trainer.device}, from step {trainer.step} -> {cfg.out}",
+              file=sys.stderr)
     try:
         summary = trainer.run()
     except (ImageError, ValueError, OSError) as e:  # bad data met while training
         raise UsageError(f"stopped at step {trainer.step}: {e}") from None
     except FloatingPointError as e:
         raise UsageError(f"training diverged: {e} (last checkpoint: {trainer.checkpoint_path()})") from None
-    print(json.dumps(summary))
+    if trainer.ctx.is_main:
+        print(json.dumps(summary))
     return 0
 
 
@@ -188,12 +192,15 @@ def synthesize_cmd(args) -> int:
     from exsynth.checkpoint import size_multiple
     from exsynth.imageio import (ImageError, image_format, read_image, read_label, resize_image, resize_label,
                                  write_image)
-    from exsynth.inference import correspondence_picture, synthesize
+    from exsynth.inference import correspondence_picture, needs_exemplar_label, synthesize, visuals_of
 
     device = _device(args.device)
     model, payload = _load_generator(args.checkpoint, device)
     K = model.cfg.label_channels
-    needs_exl = getattr(model.cfg, "exemplar_label_input", True)
+    needs_exl = needs_exemplar_label(model)
+    for flag, visual in (("--warped", "warped"), ("--correspondence", "correspondence")):
+        if getattr(args, visual) and visual not in visuals_of(model):
+            raise UsageError(f"{flag}: the {payload['model']} model has no {visual} picture")
     jobs = _pairs(args)
     if needs_exl and any(j[3] is None for j in jobs):
         raise UsageError(f"this {payload['model']} checkpoint needs the exemplar's label map: pass --exemplar-label")
@@ -230,7 +237,8 @@ def synthesize_cmd(args) -> int:
     results = []
     for stem, lab, ex, exl in loaded:
         res = synthesize(model, lab[None].to(device), ex[None].to(device),
-                         None if exl is None else exl[None].to(device), correspondence=args.correspondence)
+                         None if exl is None else exl[None].to(device), correspondence=args.correspondence,
+                         warped=args.warped or args.correspondence)
         results.append((stem, ex, res))
     for stem, ex, res in results:
         target = out / f"{stem}.png" if many else out
@@ -247,26 +255,37 @@ def synthesize_cmd(args) -> int:
 
 # ---- eval ----------------------------------------------------------------------------------------
 
-def _eval_dataset(payload, args, size):
-    from exsynth.data import SyntheticExemplarDataset
+def _eval_source(payload, args):
+    """(data source spec, root, options): --dataset / --data, else the checkpoint's training data."""
+    from exsynth.registry import RegistryError, data_source
     tc = payload.get("train_config") or {}
-    k = payload["model_config"]["label_channels"]
-    seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
-    test = SyntheticExemplarDataset(size, num_classes=k, length=args.length, split="test", seed=seed)
-    train = SyntheticExemplarDataset(size, num_classes=k, length=max(args.class_mean_samples, 1), split="train", seed=seed)
-    return test, train
+    root = args.data if args.data is not None else tc.get("data", "synthetic")
+    name = args.dataset or (tc.get("dataset") if args.data is None else None) or \
+        ("synthetic" if root == "synthetic" else "folder")
+    try:
+        src = data_source(name, what="--dataset")
+    except RegistryError as e:
+        raise UsageError(str(e)) from None
+    if not src.pairs:
+        raise UsageError(f"--dataset {name}: has no exact exemplar ground truth to score against; sources that do: "
+                         f"{', '.join(n for n, s in _sources().items() if s.pairs)}")
+    if src.needs_root and not Path(root).exists():
+        raise UsageError(f"--data {root}: no such folder")
+    opts = dict(tc.get("data_options") or {}) if args.dataset is None and args.data is None else {}
+    return src, root, opts
+
+
+def _sources():
+    from exsynth.registry import data_sources
+    return data_sources()
 
 
 def eval_cmd(args) -> int:
-    import torch
-
     from exsynth.evaluate import class_mean_colours, evaluate
+    from exsynth.checkpoint import size_multiple
+    from exsynth.imageio import ImageError
     from exsynth.metrics import LPIPS
 
-    from exsynth.checkpoint import size_multiple
-
-    if args.data != "synthetic":
-        raise UsageError("--data: only 'synthetic' has exact ground truth to score against")
     for name in ("length", "batch_size", "class_mean_samples"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -283,17 +302,26 @@ def eval_cmd(args) -> int:
         baseline, bp = _load_generator(args.baseline_checkpoint, device)
         if bp["model_config"]["label_channels"] != payload["model_config"]["label_channels"]:
             raise UsageError("--baseline-checkpoint: its model has another number of classes")
+    src, root, opts = _eval_source(payload, args)
     mult = size_multiple(model)
-    size = args.size or (payload.get("train_config") or {}).get("size") or 64
+    tc = payload.get("train_config") or {}
+    size = args.size or tc.get("size") or 64
     if size < 16 or size % mult:
         raise UsageError(f"--size {size}: this model needs a multiple of {mult} (and at least 16)")
-    test, train = _eval_dataset(payload, args, size)
-    blind = bool((payload.get("train_config") or {}).get("blind", False))
+    k = payload["model_config"]["label_channels"]
+    seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
+    try:
+        test = src.make(root, size=size, num_classes=k, split="test", length=args.length, seed=seed, options=opts)
+        train = src.make(root, size=size, num_classes=k, split="train", length=max(args.class_mean_samples, 1),
+                         seed=seed, options=opts)
+    except (ValueError, OSError, ImageError) as e:
+        raise UsageError(str(e)) from None
+    blind = bool(tc.get("blind", False))
     t0 = time.perf_counter()
     res = evaluate(model, test, batch_size=args.batch_size, device=device, blind=blind, baseline=baseline,
                    class_means=class_mean_colours(train, args.class_mean_samples), lpips=lpips)
-    print(f"{payload['model']} checkpoint {args.checkpoint} on synthetic test split "
-          f"({len(test)} samples, {test.size[0]}px, seed {test.seed}), {time.perf_counter() - t0:.1f} s")
+    print(f"{payload['model']} checkpoint {args.checkpoint} on the {src.name} test split "
+          f"({len(test)} samples, {size}px, seed {seed}), {time.perf_counter() - t0:.1f} s")
     print(f"{'':<20}{'PSNR dB':>9}{'SSIM':>8}" + (f"{'LPIPS':>8}" if lpips is not None else ""))
     labels = dict(model="output", warped="warped exemplar", const_exemplar="constant exemplar",
                   class_mean="class means (blind)", baseline="blind baseline")
@@ -305,8 +333,8 @@ def eval_cmd(args) -> int:
     print(f"output - best exemplar-blind ({labels[best]}): {res['model']['psnr'] - res[best]['psnr']:+.2f} dB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(checkpoint=str(args.checkpoint), samples=len(test),
-                                                   size=test.size[0], seed=test.seed, results=res), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(dict(checkpoint=str(args.checkpoint), dataset=src.name, samples=len(test),
+                                                   size=size, seed=seed, results=res), indent=2) + "\n")
     return 0
 
 
@@ -315,6 +343,7 @@ def eval_cmd(args) -> int:
 def demo_cmd(args) -> int:
     import torch
 
+    from exsynth.checkpoint import CheckpointError, load_checkpoint
     from exsynth.demo import DEMO_CHECKPOINT, demo_set, grid_picture
     from exsynth.imageio import colorize_label, write_image
     from exsynth.inference import correspondence_picture, synthesize
@@ -324,17 +353,22 @@ def demo_cmd(args) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
     if args.inputs < 1 or args.exemplars < 1:
         raise UsageError(f"--inputs and --exemplars must be >= 1, got {args.inputs} and {args.exemplars}")
+    try:
+        shipped = load_checkpoint(DEMO_CHECKPOINT)  # the demo's model and its training recipe
+    except CheckpointError as e:
+        raise UsageError(f"the shipped demo checkpoint is unusable: {e}") from None
     if args.train:
-        from exsynth.train import PRESETS, TrainConfig, Trainer
-        d = dict(PRESETS["cocosnet-cpu64"])
+        from exsynth.train import TrainConfig, Trainer
+        d = dict(shipped["train_config"])
         d.update(out=str(out / "train"), max_minutes=args.minutes)
         if args.steps is not None:
             d["steps"] = args.steps
-        print(f"training CoCosNet from scratch (preset cocosnet-cpu64, {args.minutes} min at most) -> {out / 'train'}")
+        print(f"training {shipped['model']} from scratch with the shipped checkpoint's recipe "
+              f"({args.minutes} min at most) -> {out / 'train'}")
         Trainer(TrainConfig.from_dict(d), overwrite=True).run()
         ckpt = out / "train" / "checkpoints" / "latest.pt"
     t0 = time.perf_counter()
-    model, payload = _load_generator(ckpt, "cpu", expect="cocosnet")
+    model, payload = _load_generator(ckpt, "cpu", expect=shipped["model"])
     tc = payload.get("train_config") or {}
     size, K = int(tc.get("size", 64)), model.cfg.label_channels
     n, m = args.inputs, args.exemplars
@@ -360,50 +394,76 @@ def demo_cmd(args) -> int:
 
 # ---- parser --------------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
+def _train_context(argv):
+    """(model name, data source name) a `train` command line is about, read before the full
+    parser is built so that the flags of that model's and source's options can be offered.
+    Unknown names give (None, ...): the full parse reports them with the registered ones."""
+    from exsynth.registry import data_sources, default_model, models
+    from exsynth.train import PRESETS, load_config_file
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--model", "--preset", "--config", "--dataset", "--data", "--resume"):
+        pre.add_argument(flag, nargs="?", const="latest" if flag == "--resume" else None)
+    ns, _ = pre.parse_known_args(argv)
+    base = {}
+    if ns.preset in PRESETS:
+        base.update(PRESETS[ns.preset])
+    if ns.config:
+        try:
+            base.update(load_config_file(ns.config))
+        except (FileNotFoundError, ValueError):
+            pass  # reported by the full parse
+    model = ns.model or base.get("model") or default_model()
+    data = ns.data or base.get("data") or "synthetic"
+    source = ns.dataset or base.get("dataset") or ("synthetic" if data == "synthetic" else "folder")
+    return (model if model in models() else None), (source if source in data_sources() else None)
+
+
+def _add_train_parser(sub, model_name, source_name):
+    from exsynth.options import add_dataclass_flags
+    from exsynth.registry import data_source, model_spec, models
+    from exsynth.train import PRESETS, TrainConfig, field_docs
+
+    p = sub.add_parser("train", help="train a registered model (" + ", ".join(models()) + ")",
+                       description="Options: --preset < --config file < flags. Loss weights: --loss NAME=WEIGHT; "
+                                   "model and data-source options: their flags (shown for the --model and "
+                                   "--dataset given) or --option KEY=VALUE / --data-option KEY=VALUE. "
+                                   "--batch-size is the global batch: under torchrun each process trains on "
+                                   "batch-size / nproc samples of it.")
+    p.add_argument("--preset", help="a named configuration (" + ", ".join(PRESETS) + ")")
+    p.add_argument("--config", help="TOML or JSON file of training options")
+    taken = {"--preset", "--config", "--threads", "--option", "--loss", "--data-option", "--resume", "--overwrite",
+             "--quiet", "-h", "--help"}
+    g = p.add_argument_group("training options (exsynth.train.TrainConfig)")
+    train_dests = add_dataclass_flags(g, TrainConfig, field_docs(TrainConfig), taken=taken)
+    model_dests, data_dests = {}, {}
+    if model_name is not None:
+        spec = model_spec(model_name)
+        g = p.add_argument_group(f"{model_name} options ({spec.config.__name__}; or --option KEY=VALUE)")
+        model_dests = add_dataclass_flags(g, spec.config, field_docs(spec.config), skip=("label_channels",),
+                                          taken=taken, prefix="model-")
+    if source_name is not None and data_source(source_name).options is not None:
+        opts = data_source(source_name).options
+        g = p.add_argument_group(f"{source_name} data options ({opts.__name__}; or --data-option KEY=VALUE)")
+        data_dests = add_dataclass_flags(g, opts, field_docs(opts), taken=taken, prefix="data-")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="data-source option (repeatable)")
+    p.add_argument("--loss", action="append", metavar="NAME=WEIGHT", help="loss weight (repeatable)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue a run (default: OUT/checkpoints/latest.pt)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that holds a run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=train, train_dests=train_dests, model_dests=model_dests, data_dests=data_dests)
+
+
+def _parser(model_name=None, source_name=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exsynth", description="exemplar-guided image synthesis")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="which backends are usable here, and why the others are not")
     p.set_defaults(func=doctor)
 
-    p = sub.add_parser("train", help="train CoCosNet or MSCA-Net",
-                       description="Options: --preset < --config file < flags. "
-                                   "Model options and loss weights: --option KEY=VALUE, --loss NAME=WEIGHT.")
-    p.add_argument("--preset", help="a named configuration (cocosnet-cpu64, msca-cpu64)")
-    p.add_argument("--config", help="TOML or JSON file of training options")
-    p.add_argument("--model", choices=["cocosnet", "msca"])
-    p.add_argument("--data", help="'synthetic' or a folder with images/ and labels/")
-    p.add_argument("--out", help="run folder (checkpoints, logs, samples)")
-    p.add_argument("--size", type=int)
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--data-seed", type=int)
-    p.add_argument("--train-length", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--lr-g", type=float)
-    p.add_argument("--lr-d", type=float)
-    p.add_argument("--amp", action="store_true", default=None, help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    p.add_argument("--device")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--supervision", choices=["auto", "pair", "pseudo", "self"])
-    p.add_argument("--blind", action="store_true", default=None, help="train an exemplar-blind baseline")
-    p.add_argument("--vgg", help="VGG19 weights file for the perceptual losses / MSCA encoder")
-    p.add_argument("--mask-warmup-steps", type=int)
-    p.add_argument("--attn-pretrain-steps", type=int, help="MSCA-Net: steps of attention pre-training first")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--image-every", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
-    p.add_argument("--loss", action="append", metavar="NAME=WEIGHT", help="loss weight (repeatable)")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue a run (default: OUT/checkpoints/latest.pt)")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that holds a run")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=train)
+    _add_train_parser(sub, model_name, source_name)
 
     p = sub.add_parser("synthesize", help="label map(s) + exemplar(s) -> photo(s)")
     p.add_argument("--checkpoint", required=True)
@@ -411,14 +471,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplar", required=True, help="exemplar photo, or a folder matched by file name")
     p.add_argument("--exemplar-label", help="the exemplar's label PNG (or folder), for models that use it")
     p.add_argument("--out", required=True, help="output file, or folder when --input is a folder")
-    p.add_argument("--warped", action="store_true", help="also write NAME_warped.png")
-    p.add_argument("--correspondence", action="store_true", help="also write NAME_correspondence.png")
+    p.add_argument("--warped", action="store_true", help="also write NAME_warped.png (models that have one)")
+    p.add_argument("--correspondence", action="store_true",
+                   help="also write NAME_correspondence.png (models that have one)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=synthesize_cmd)
 
     p = sub.add_parser("eval", help="PSNR / SSIM against exact ground truth, with baselines")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="synthetic")
+    p.add_argument("--dataset", help="data source with exact exemplar ground truth (default: the checkpoint's "
+                                     "training source, or synthetic)")
+    p.add_argument("--data", help="its root ('synthetic' needs none)")
     p.add_argument("--length", type=int, default=200, help="test samples")
     p.add_argument("--size", type=int, help="default: the size the checkpoint was trained at")
     p.add_argument("--data-seed", type=int)
@@ -431,11 +494,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the numbers here")
     p.set_defaults(func=eval_cmd)
 
-    p = sub.add_parser("demo", help="the shipped CoCosNet on held-out synthetic inputs x exemplars")
+    p = sub.add_parser("demo", help="the shipped checkpoint on held-out synthetic inputs x exemplars")
     p.add_argument("--out", default="demo")
-    p.add_argument("--train", action="store_true", help="retrain the checkpoint from scratch first")
+    p.add_argument("--train", action="store_true", help="retrain the checkpoint from scratch first (its recipe)")
     p.add_argument("--minutes", type=float, default=10.0, help="training time limit with --train")
-    p.add_argument("--steps", type=int, help="training steps with --train (default: the preset's)")
+    p.add_argument("--steps", type=int, help="training steps with --train (default: the recipe's)")
     p.add_argument("--checkpoint", help="use this checkpoint instead of the shipped one")
     p.add_argument("--inputs", type=int, default=4)
     p.add_argument("--exemplars", type=int, default=4)
@@ -444,7 +507,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_name = source_name = None
+    if argv and argv[0] == "train":
+        model_name, source_name = _train_context(argv[1:])
+    parser = _parser(model_name, source_name)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,4 +1,5 @@
-"""`exsynth demo`: held-out synthetic inputs x exemplars through the shipped CoCosNet."""
+"""`exsynth demo`: held-out synthetic inputs x exemplars through the shipped checkpoint (its
+model, configuration and training recipe are recorded inside it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from .data.synthetic import ensure_classes, one_hot, render, sample_layout, samp
 
 __all__ = ["DEMO_CHECKPOINT", "DEMO_SEED", "demo_set", "grid_picture"]
 
-DEMO_CHECKPOINT = Path(__file__).with_name("assets") / "cocosnet_synthetic64.pt"
+DEMO_CHECKPOINT = Path(__file__).with_name("assets") / "demo_synthetic64.pt"
 DEMO_SEED = 20261122  # held out: training uses SyntheticExemplarDataset streams, never this one
 
 

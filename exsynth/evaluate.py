@@ -1,4 +1,5 @@
-"""Scoring a generator on the synthetic test split against its exact ground truth."""
+"""Scoring a generator against exact ground truth (a data source with exemplar quadruples,
+such as the synthetic test split)."""
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -6,7 +7,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .inference import synthesize
+from .inference import synthesize, visuals_of
 from .metrics import psnr, ssim
 
 __all__ = ["class_mean_colours", "evaluate"]
@@ -38,7 +39,8 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu", b
              lpips: Optional[nn.Module] = None) -> Dict[str, Dict[str, float]]:
     """PSNR / SSIM (means over the set) of:
       model          - the generator's output for (label, exemplar[, exemplar label]);
-      warped         - the exemplar aligned by the model's correspondence alone;
+      warped         - the exemplar aligned by the model's correspondence alone (models whose
+                       registry entry lists a "warped" visual);
       const_exemplar - the same generator fed a constant (zero, i.e. mid-grey) exemplar;
       class_mean     - per-class mean colours (`class_means`, from the training split);
       baseline       - a second generator trained exemplar-blind (fed zeros), if given.
@@ -53,19 +55,21 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu", b
             scores.setdefault(name + "/lpips", []).append(lpips(fake, real).float().cpu())
 
     model = model.to(device).eval()
+    has_warped = "warped" in visuals_of(model)
     for b in _batches(dataset, batch_size):
         b = {k: v.to(device) for k, v in b.items()}
         label, image, ex, exl = b["label"], b["image"], b["exemplar"], b["exemplar_label"]
         zeros = (torch.zeros_like(ex), torch.zeros_like(exl))
-        out = synthesize(model, label, *(zeros if blind else (ex, exl)))
+        out = synthesize(model, label, *(zeros if blind else (ex, exl)), warped=has_warped)
         add("model", out["fake"], image)
         if not blind:
-            add("warped", out["warped"], image)
-            add("const_exemplar", synthesize(model, label, *zeros)["fake"], image)
+            if has_warped:
+                add("warped", out["warped"], image)
+            add("const_exemplar", synthesize(model, label, *zeros, warped=False)["fake"], image)
         if class_means is not None:
             add("class_mean", class_means.to(device)[b["label_index"]].permute(0, 3, 1, 2), image)
         if baseline is not None:
-            add("baseline", synthesize(baseline.to(device).eval(), label, *zeros)["fake"], image)
+            add("baseline", synthesize(baseline.to(device).eval(), label, *zeros, warped=False)["fake"], image)
     result: Dict[str, Dict[str, float]] = {}
     for key, vals in scores.items():
         name, metric = key.split("/")

@@ -1,4 +1,9 @@
-"""Running a trained generator: outputs, warped exemplars and correspondence pictures."""
+"""Running a trained generator: outputs, warped exemplars and correspondence pictures.
+
+What a model can show beside its output (a warped exemplar, a correspondence picture) is
+declared by its registry entry (`ModelSpec.visuals`, `ModelSpec.run`); nothing here knows a
+model by name.
+"""
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -7,25 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from .devices import resolve_device
 from .imageio import tile_rows
+from .registry import spec_of
+from .visuals import coordinate_image
 
-__all__ = ["resolve_device", "synthesize", "msca_warp", "coordinate_image", "correspondence_picture"]
+__all__ = ["resolve_device", "synthesize", "coordinate_image", "correspondence_picture", "needs_exemplar_label",
+           "visuals_of"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when available) or a cpu / cuda device name; ValueError if unusable here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r}: not a device (cpu, cuda, cuda:N)") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name}: only cpu and cuda are supported")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name}: CUDA is not available on this machine")
-    return dev
+def needs_exemplar_label(model: nn.Module) -> bool:
+    """Whether `model` needs the exemplar's label map to synthesize."""
+    return bool(spec_of(model).needs_exemplar_label(model.cfg))
+
+
+def visuals_of(model: nn.Module):
+    """What `synthesize` can return beside "fake" for this model ("warped", "correspondence")."""
+    return tuple(spec_of(model).visuals)
 
 
 def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
@@ -41,69 +44,33 @@ def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
                          f"got {tuple(exemplar_label.shape)}")
 
 
-def _needs_exemplar_label(model: nn.Module) -> bool:
-    return getattr(model.cfg, "exemplar_label_input", True)  # MSCA-Net always uses c_2
-
-
 @torch.no_grad()
 def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
-               exemplar_label: Optional[torch.Tensor] = None, *, correspondence: bool = False) -> Dict[str, torch.Tensor]:
-    """dict(fake, warped[, correspondence]) at the label's size, images in [-1, 1].
+               exemplar_label: Optional[torch.Tensor] = None, *, correspondence: bool = False,
+               warped: bool = True) -> Dict[str, torch.Tensor]:
+    """dict(fake[, warped][, correspondence]) at the label's size, images in [-1, 1].
 
-    warped: the exemplar aligned to the label by the model's own correspondence (CoCosNet:
-    its correlation warp; MSCA-Net: the finest-scale attention applied to exemplar pixels),
-    upsampled bilinearly to the label's size. correspondence: the exemplar's colour-coded
-    coordinate image (see `coordinate_image`) warped the same way."""
-    from .models import CoCosNet, MSCANet
+    warped (for models whose spec lists it): the exemplar aligned to the label by the model's
+    own correspondence, upsampled bilinearly to the label's size. correspondence: the
+    exemplar's colour-coded coordinate image (see `coordinate_image`) warped the same way;
+    asking for it from a model without one raises ValueError."""
+    spec = spec_of(model)
     _check_inputs(model, label, exemplar, exemplar_label)
-    if _needs_exemplar_label(model) and exemplar_label is None:
+    if spec.needs_exemplar_label(model.cfg) and exemplar_label is None:
         raise ValueError("this model needs the exemplar's label map (exemplar_label)")
+    wanted = tuple(v for v, on in (("warped", warped), ("correspondence", correspondence)) if on)
+    if correspondence and "correspondence" not in spec.visuals:
+        raise ValueError(f"the {spec.name} model has no correspondence picture (it shows {list(spec.visuals)})")
     model.eval()
     H, W = label.shape[-2:]
-    up = lambda t: F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # noqa: E731
-    if isinstance(model, CoCosNet):
-        out = model(label, exemplar, exemplar_label)
-        res = dict(fake=out["fake"], warped=up(out["warped"]))
-        if correspondence:
-            fs = out["features_y"].shape[-2:]
-            coords = coordinate_image(exemplar.shape[0], fs, exemplar.device, exemplar.dtype)
-            res["correspondence"] = up(ops.correlation_warp(
-                out["features_x"], out["features_y"], coords, alpha=model.cfg.alpha,
-                patch_size=model.cfg.patch_size, backend=model.cfg.backend))
-        return res
-    if isinstance(model, MSCANet):
-        out = model(label, exemplar, exemplar_label, return_attention=True)
-        att = out["attention"][0]              # finest scale: alpha, beta (B, K, h, w) each
-        res = dict(fake=out["fake"], warped=up(msca_warp(att, exemplar)))
-        if correspondence:
-            h, w = att[0].shape[-2:]
-            res["correspondence"] = up(msca_warp(att, coordinate_image(exemplar.shape[0], (h, w), exemplar.device,
-                                                                       exemplar.dtype)))
-        return res
-    raise TypeError(f"not an exsynth generator: {type(model).__name__}")
-
-
-def msca_warp(attention, image: torch.Tensor) -> torch.Tensor:
-    """An image carried to the target by one MSCA scale's attention (alpha, beta), each
-    (B, K, h, w): out(p) = sum_k beta_k(p) sum_q alpha_k(q) image(q), image resized to (h, w).
-    The feature-masking gate is left out: this shows where colours come from, not how much
-    of each map the network keeps."""
-    alpha, beta = attention
-    B, K, h, w = alpha.shape
-    img = F.interpolate(image.to(alpha.dtype), size=(h, w), mode="bilinear", align_corners=False)
-    v = torch.einsum("bkq,bcq->bck", alpha.flatten(2), img.flatten(2))
-    return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(B, -1, h, w)
-
-
-def coordinate_image(batch: int, size, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(B, 3, h, w) in [-1, 1]: red grows left→right, green top→bottom, blue = 1 - mean of both,
-    so every exemplar position has its own colour and a warp of it shows where each target
-    pixel takes its colour from."""
-    h, w = int(size[0]), int(size[1])
-    x = torch.linspace(0, 1, w, device=device, dtype=dtype).view(1, w).expand(h, w)
-    y = torch.linspace(0, 1, h, device=device, dtype=dtype).view(h, 1).expand(h, w)
-    img = torch.stack([x, y, 1 - (x + y) / 2]) * 2 - 1
-    return img[None].expand(batch, 3, h, w).contiguous()
+    out = spec.run(model, label, exemplar, exemplar_label, visuals=wanted)
+    res = dict(fake=out["fake"])
+    for key in wanted:
+        if key in out:
+            t = out[key]
+            res[key] = t if t.shape[-2:] == (H, W) else F.interpolate(t, size=(H, W), mode="bilinear",
+                                                                      align_corners=False)
+    return res
 
 
 def correspondence_picture(exemplar: torch.Tensor, warped: torch.Tensor, correspondence: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Paired (label map, photo) folders for training on real data.
 
 Layout: ``root/images/<name>.{png,jpg,...}`` and ``root/labels/<name>.png`` (class-index
-PNG, pixel value = class). Samples carry no exemplar: CoCosNet trains on pseudo exemplars
-(a random distortion of the photo itself), MSCA-Net on crops of one image (self-supervision).
+PNG, pixel value = class). Samples carry no exemplar: a model trains on them with its
+unpaired supervision (pseudo exemplars by distortion of the photo, or crops of one image).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import DataSourceSpec, register_data_source
 from ..imageio import ImageError, list_images, read_image, read_label
 from .synthetic import one_hot
 
@@ -41,3 +42,12 @@ class PairedFolderDataset(Dataset):
         lab = read_label(lab_path, self.num_classes, self.size, resize=True)
         return {"label": one_hot(lab.numpy(), self.num_classes), "label_index": lab,
                 "image": read_image(img_path, self.size, resize=True), "index": int(index)}
+
+
+def _build_folder(root, *, size, num_classes, split, length, seed, options, rank, world_size):
+    return PairedFolderDataset(root, (size, size), num_classes)
+
+
+register_data_source(DataSourceSpec(
+    name="folder", build=_build_folder, pairs=False, needs_root=True,
+    description="ROOT/images/NAME.{jpg,png,...} + ROOT/labels/NAME.png class-index maps"))

@@ -11,30 +11,30 @@ Reads top-down like the paper's Fig. 2 / Table 5:
 
 The correlation and the cycle warp back to the exemplar grid (L_reg) are the fused
 `exsynth.ops.correlation_warp` / `exsynth.ops.cycle_warp`; the modulation is
-`exsynth.nn.PNSPADE`. Losses and training live elsewhere; this module only builds
-the networks, the multi-scale discriminator, and the pseudo-exemplar distortion.
+`exsynth.nn.PNSPADE` inside the shared `exsynth.nn.SPADEResBlock`. Below the networks:
+`CoCosNetObjective` (Eq. 8-14) and the registry entry with the presets.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
-
 from .. import ops
-from ..nn import PNSPADE
+from ..losses.objective import Objective
+from ..nn.blocks import NonLocalBlock, SPADEResBlock, maybe_spectral_norm
+from ..registry import ModelSpec, register_model
+from ..visuals import coordinate_image
 
 __all__ = [
     "CoCosNetConfig",
     "CorrespondenceNet",
     "TranslationNet",
     "CoCosNet",
-    "MultiscalePatchDiscriminator",
-    "distort_exemplar",
+    "CoCosNetObjective",
+    "SPEC",
 ]
 
 
@@ -77,10 +77,6 @@ class CoCosNetConfig:
             raise ValueError(f"CoCosNetConfig: adaptor_downsample must be 0, 1 or 2, got {self.adaptor_downsample}")
         if self.patch_size not in (1, 3):
             raise ValueError(f"CoCosNetConfig: patch_size must be 1 or 3, got {self.patch_size}")
-
-
-def _sn(module: nn.Module, enabled: bool) -> nn.Module:
-    return spectral_norm(module) if enabled else module
 
 
 # ---- correspondence network --------------------------------------------------------------------
@@ -194,51 +190,6 @@ class CorrespondenceNet(nn.Module):
 
 # ---- translation network -----------------------------------------------------------------------
 
-class PNSPADEResBlock(nn.Module):
-    """SPADE residual block with PN-SPADE normalisation (Eq. 5-6)."""
-
-    def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int, sn: bool, backend: str):
-        super().__init__()
-        mid = min(cin, cout)
-        self.norm0 = PNSPADE(cin, cond_channels, hidden, backend=backend)
-        self.conv0 = _sn(nn.Conv2d(cin, mid, 3, padding=1), sn)
-        self.norm1 = PNSPADE(mid, cond_channels, hidden, backend=backend)
-        self.conv1 = _sn(nn.Conv2d(mid, cout, 3, padding=1), sn)
-        self.learned_skip = cin != cout
-        if self.learned_skip:
-            self.norm_s = PNSPADE(cin, cond_channels, hidden, backend=backend)
-            self.conv_s = _sn(nn.Conv2d(cin, cout, 1, bias=False), sn)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        skip = self.conv_s(self.norm_s(x, cond)) if self.learned_skip else x
-        dx = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
-        dx = self.conv1(F.leaky_relu(self.norm1(dx, cond), 0.2))
-        return skip + dx
-
-
-class NonLocalBlock(nn.Module):
-    """Embedded-Gaussian non-local block (self-attention, SAGAN style):
-    y = x + gamma * W_o( g(x) softmax(theta(x)^T phi(x)) ), gamma initialised to 0."""
-
-    def __init__(self, channels: int, sn: bool):
-        super().__init__()
-        c8, c2 = max(channels // 8, 1), max(channels // 2, 1)
-        self.theta = _sn(nn.Conv2d(channels, c8, 1, bias=False), sn)
-        self.phi = _sn(nn.Conv2d(channels, c8, 1, bias=False), sn)
-        self.g = _sn(nn.Conv2d(channels, c2, 1, bias=False), sn)
-        self.out = _sn(nn.Conv2d(c2, channels, 1, bias=False), sn)
-        self.gamma = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        q = self.theta(x).flatten(2).transpose(1, 2)                 # (B, N, c8)
-        k = self.phi(x).flatten(2).transpose(1, 2)                   # (B, N, c8)
-        v = self.g(x).flatten(2).transpose(1, 2)                     # (B, N, c2)
-        attn = torch.softmax(q @ k.transpose(1, 2), dim=-1)          # embedded Gaussian, no scaling
-        y = (attn @ v).transpose(1, 2).reshape(B, -1, H, W)
-        return x + self.gamma * self.out(y)
-
-
 class TranslationNet(nn.Module):
     """Generator: conv on the downsampled cond at image_size / 2**num_up, a PN-SPADE resblock
     there, one resblock after each of num_up nearest upsamplings, a non-local block before the
@@ -256,12 +207,13 @@ class TranslationNet(nn.Module):
         def mult(i):  # channel multiplier after the i-th upsampling (0 = start)
             return 1 if i == n else min(cfg.max_mult, 2 ** (n - i + 1))
 
-        self.head_conv = _sn(nn.Conv2d(cond_ch, mult(0) * w, 3, padding=1), sn)
-        blk = lambda a, b: PNSPADEResBlock(a * w, b * w, cond_ch, cfg.spade_hidden, sn, cfg.backend)  # noqa: E731
+        self.head_conv = maybe_spectral_norm(nn.Conv2d(cond_ch, mult(0) * w, 3, padding=1), sn)
+        blk = lambda a, b: SPADEResBlock(a * w, b * w, cond_ch, cfg.spade_hidden, norm="pono",  # noqa: E731
+                                         spectral_norm=sn, backend=cfg.backend)
         self.head = blk(mult(0), mult(0))
         self.ups = nn.ModuleList([blk(mult(i - 1), mult(i)) for i in range(1, n + 1)])
         self.tail = blk(1, 1)
-        self.nonlocal_block = NonLocalBlock(mult(n - 1) * w, sn) if cfg.use_nonlocal and n >= 1 else None
+        self.nonlocal_block = NonLocalBlock(mult(n - 1) * w, spectral_norm=sn) if cfg.use_nonlocal and n >= 1 else None
         self.to_image = nn.Conv2d(w, cfg.image_channels, 3, padding=1)
 
     def forward(self, label: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
@@ -304,75 +256,97 @@ class CoCosNet(nn.Module):
         return out
 
 
-# ---- discriminator -----------------------------------------------------------------------------
-
-class _PatchDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, width: int, n_layers: int, sn: bool):
-        super().__init__()
-        pad = 2  # ceil((4 - 1) / 2), as pix2pixHD/SPADE
-        layers = [nn.Sequential(nn.Conv2d(in_channels, width, 4, 2, pad), nn.LeakyReLU(0.2))]
-        ch = width
-        for i in range(1, n_layers):
-            nxt = min(ch * 2, width * 8)
-            stride = 1 if i == n_layers - 1 else 2
-            layers.append(nn.Sequential(_sn(nn.Conv2d(ch, nxt, 4, stride, pad, bias=False), sn),
-                                        nn.InstanceNorm2d(nxt), nn.LeakyReLU(0.2)))
-            ch = nxt
-        layers.append(nn.Conv2d(ch, 1, 4, 1, pad))
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> list:
-        feats = []
-        for layer in self.layers:
-            x = layer(x)
-            feats.append(x)
-        return feats
 
 
-class MultiscalePatchDiscriminator(nn.Module):
-    """Spectral-normalised PatchGAN at num_scales scales (input halved by average pooling per
-    scale). forward(label, image) -> [per scale: [intermediate features..., logit map]]."""
+# ---- training objective (Eq. 8-14) -------------------------------------------------------------
 
-    def __init__(self, label_channels: int, image_channels: int = 3, width: int = 64,
-                 n_layers: int = 4, num_scales: int = 2, use_spectral_norm: bool = True):
-        super().__init__()
-        self.scales = nn.ModuleList([
-            _PatchDiscriminator(label_channels + image_channels, width, n_layers, use_spectral_norm)
-            for _ in range(num_scales)
-        ])
+class CoCosNetObjective(Objective):
+    """CoCosNet Eq. 8-14: VGG feature matching / perceptual / contextual, domain alignment,
+    cycle L_reg, hinge GAN + GAN feature matching; plus an L1 on the output, the warp-self
+    L1 (warped exemplar vs. the downsampled ground truth, the released code's
+    `weight_warp_self`) and the mask warm-up (the exemplar's one-hot label warped with the
+    same correspondence, cross-entropy against the input label; applied for the TrainConfig's
+    `mask_warmup_steps` steps, always when None).
 
-    def forward(self, label: torch.Tensor, image: torch.Tensor) -> list:
-        x = torch.cat([label.to(image.dtype), image], dim=1)
-        outs = []
-        for i, d in enumerate(self.scales):
-            if i:
-                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
-            outs.append(d(x))
-        return outs
+    Paper weights: feature matching 10, perceptual 0.001, contextual 1, domain 10, cycle
+    L_reg 1, hinge GAN 1 + GAN feature matching 10; warp-self and mask warm-up 0."""
+
+    loss_names = ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat")
+    default_weights = dict(l1=0.0, feat=10.0, perc=0.001, context=1.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
+                           adv=1.0, gan_feat=10.0)
+
+    def generator_terms(self, batch, step: int, gen: torch.Generator):
+        label, image, exemplar, exemplar_label = self.inputs(batch, gen)
+        warmup = getattr(self.cfg, "mask_warmup_steps", None)
+        use_mask = self.on("mask") and (warmup is None or step < warmup)
+        needs_ex_label = use_mask or self.model.cfg.exemplar_label_input
+        out = self.G(label, exemplar, exemplar_label if needs_ex_label else None)
+        fake = out["fake"]
+        terms = {}
+        if self.on("l1"):
+            terms["l1"] = F.l1_loss(fake, image)
+        self.vgg_terms(terms, fake, image)
+        if self.vgg is not None and self.on("context"):
+            terms["context"] = self.vgg.contextual(fake, exemplar)
+        if self.on("domain"):
+            xa, yb = self.model.align_features(label, image, label)
+            terms["domain"] = F.l1_loss(xa, yb)
+        if self.on("reg"):
+            terms["reg"] = F.l1_loss(out["cycle"], out["exemplar_small"])
+        size = out["warped"].shape[-2:]
+        if self.on("warp"):
+            terms["warp"] = F.l1_loss(out["warped"], F.adaptive_avg_pool2d(image, size))
+        if use_mask:
+            # in float32 even under autocast: a bf16 log of small probabilities is coarse
+            target = F.adaptive_avg_pool2d(label.float(), size)
+            terms["mask"] = -(target * torch.log(out["warped_label"].float().clamp_min(1e-6))).sum(1).mean()
+        self.gan_terms(terms, label, fake, image)
+        visuals = dict(label=label, exemplar=exemplar, warped=out["warped"], fake=fake, image=image)
+        return self.total(terms), terms, visuals
 
 
-# ---- pseudo exemplar pairs ---------------------------------------------------------------------
+# ---- registry entry ----------------------------------------------------------------------------
 
-def distort_exemplar(image: torch.Tensor, generator: Optional[torch.Generator] = None, *,
-                     max_rotation: float = 15.0, scale_range: tuple = (0.9, 1.1),
-                     max_translation: float = 0.1, flip: bool = True) -> torch.Tensor:
-    """Pseudo exemplar by a random affine distortion of the ground truth (B, C, H, W):
-    rotation in +-max_rotation degrees, isotropic scale in scale_range, translation in
-    +-max_translation (fraction of the half-size), horizontal flip with probability 0.5 when
-    `flip`. Random numbers are drawn on the CPU from `generator` (seeded → deterministic)."""
-    B = image.shape[0]
-    r = torch.rand(B, 5, generator=generator, dtype=torch.float64)
-    angle = (2 * r[:, 0] - 1) * math.radians(max_rotation)
-    scale = scale_range[0] + r[:, 1] * (scale_range[1] - scale_range[0])
-    tx, ty = (2 * r[:, 2] - 1) * max_translation, (2 * r[:, 3] - 1) * max_translation
-    sx = torch.where(r[:, 4] < 0.5, -1.0, 1.0) if flip else torch.ones(B, dtype=torch.float64)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos * sx, -sin, tx], dim=1),
-        torch.stack([sin * sx, cos, ty], dim=1),
-    ], dim=1)
-    dtype = image.dtype if image.is_floating_point() else torch.float32
-    theta = theta.to(device=image.device, dtype=dtype)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    return F.grid_sample(image.to(dtype), grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+def run(model: CoCosNet, label, exemplar, exemplar_label=None, visuals=()) -> dict:
+    """Inference outputs: fake, warped (the correlation warp of the pooled exemplar) and
+    correspondence (the exemplar's coordinate image warped by the same correlation)."""
+    out = model(label, exemplar, exemplar_label)
+    res = dict(fake=out["fake"], warped=out["warped"])
+    if "correspondence" in visuals:
+        fs = out["features_y"].shape[-2:]
+        coords = coordinate_image(exemplar.shape[0], fs, exemplar.device, exemplar.dtype)
+        res["correspondence"] = ops.correlation_warp(out["features_x"], out["features_y"], coords,
+                                                     alpha=model.cfg.alpha, patch_size=model.cfg.patch_size,
+                                                     backend=model.cfg.backend)
+    return res
+
+
+PRESETS = {
+    # the recipe of the checkpoint shipped for `exsynth demo`: 10 CPU minutes at 64 px
+    "cocosnet-cpu64": dict(
+        model="cocosnet", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
+        steps=700,
+        model_options=dict(width=8, adaptor_downsample=1, num_up=3, max_mult=8, spade_hidden=32,
+                           exemplar_label_input=True),
+        losses=dict(l1=10.0, feat=0.0, perc=0.0, context=0.0, domain=1.0, reg=1.0, warp=10.0, mask=1.0,
+                    adv=0.0, gan_feat=0.0),
+        checkpoint_every=200, image_every=100,
+    ),
+}
+
+SPEC = register_model(ModelSpec(
+    name="cocosnet",
+    config=CoCosNetConfig,
+    generator=CoCosNet,
+    objective=CoCosNetObjective,
+    supervision=("pair", "pseudo"),
+    unpaired_supervision="pseudo",
+    run=run,
+    needs_exemplar_label=lambda cfg: cfg.exemplar_label_input,
+    # generator upsamplings; the adaptors' stride-2 convs
+    size_multiple=lambda cfg: max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample),
+    visuals=("warped", "correspondence"),
+    presets=PRESETS,
+    description="CoCosNet (Zhang et al., CVPR 2020): cross-domain correspondence + PN-SPADE translation",
+    default=True,
+))

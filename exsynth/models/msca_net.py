@@ -16,8 +16,8 @@ Reads top-down like the paper's Fig. 2 (scales i = 0 (finest, image size) ... L 
 Self-supervision (Sec. 3.4, Eq. 9-12): `cross_reconstruction_crops` cuts two
 non-overlapping patches of one image, `reconstruction_losses` computes the patch
 cross-reconstruction (x_p from c_p and exemplar x_q, and vice versa) and the global
-self-reconstruction (x from c and exemplar x) L1 terms (+ optional perceptual terms).
-GAN terms live with the trainer.
+self-reconstruction (x from c and exemplar x) L1 terms (+ optional perceptual terms);
+`MSCAObjective` adds the GAN terms (Eq. 12). The registry entry and presets close the file.
 
 Notes on choices the paper leaves open or that this package makes:
 - The SPADE layers are `exsynth.nn.PNSPADE` (positional normalisation instead of
@@ -34,7 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import MSCAModule, PNSPADE, load_vgg19
+from ..losses.objective import Objective
+from ..nn import MSCAModule, load_vgg19
+from ..nn.blocks import SPADEResBlock
+from ..registry import ModelSpec, register_model
+from ..visuals import coordinate_image
 
 __all__ = [
     "MSCANetConfig",
@@ -42,10 +46,12 @@ __all__ = [
     "LabelPyramidEncoder",
     "LightImageEncoder",
     "VGGImageEncoder",
-    "SPADEResBlock",
     "CropPair",
     "cross_reconstruction_crops",
     "reconstruction_losses",
+    "msca_warp",
+    "MSCAObjective",
+    "SPEC",
 ]
 
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -192,28 +198,6 @@ class LabelPyramidEncoder(nn.Module):
 
 # ---- synthesis (Sec. 3.3) ----------------------------------------------------------------------
 
-class SPADEResBlock(nn.Module):
-    """SPADE ResBlk with PN-SPADE: [norm-LReLU-conv] x2 + (learned) shortcut, all cond-modulated."""
-
-    def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int, backend: str):
-        super().__init__()
-        mid = min(cin, cout)
-        self.norm0 = PNSPADE(cin, cond_channels, hidden, backend=backend)
-        self.conv0 = nn.Conv2d(cin, mid, 3, padding=1)
-        self.norm1 = PNSPADE(mid, cond_channels, hidden, backend=backend)
-        self.conv1 = nn.Conv2d(mid, cout, 3, padding=1)
-        self.learned_skip = cin != cout
-        if self.learned_skip:
-            self.norm_s = PNSPADE(cin, cond_channels, hidden, backend=backend)
-            self.conv_s = nn.Conv2d(cin, cout, 1, bias=False)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        s = self.conv_s(self.norm_s(x, cond)) if self.learned_skip else x
-        h = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
-        h = self.conv1(F.leaky_relu(self.norm1(h, cond), 0.2))
-        return s + h
-
-
 class SynthesisNet(nn.Module):
     """Coarse-to-fine SPADE decoder conditioned at scale i on [F_x1^(i), F_c1^(i)]."""
 
@@ -224,7 +208,7 @@ class SynthesisNet(nn.Module):
         self.head = nn.Conv2d(cond, cfg.decoder_channels(L), 3, padding=1)
         self.blocks = nn.ModuleList(
             SPADEResBlock(cfg.decoder_channels(min(i + 1, L)), cfg.decoder_channels(i), cond,
-                          cfg.spade_hidden, cfg.backend)
+                          cfg.spade_hidden, norm="pono", backend=cfg.backend)
             for i in range(cfg.num_scales)
         )  # blocks[i] runs at scale i; its input comes from scale i+1 (or the head at L)
         self.to_image = nn.Conv2d(cfg.decoder_channels(0), cfg.image_channels, 3, padding=1)
@@ -398,7 +382,7 @@ def cross_reconstruction_crops(image: torch.Tensor, label: torch.Tensor, crop, g
 def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tensor, crop=None,
                           generator: Optional[torch.Generator] = None,
                           vgg_loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-                          lambda_global: float = 1.0) -> Dict[str, torch.Tensor]:
+                          lambda_global: float = 1.0, forward: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
     """Reconstruction terms of Eq. 9-11 (without the GAN terms).
 
     patch_l1: mean over both directions of |G(c_p, x_q, c_q) - x_p|_1 and |G(c_q, x_p, c_p) - x_q|_1
@@ -407,15 +391,18 @@ def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tens
     total: patch terms + lambda_global * global terms.
     fake: the global self-reconstruction G(c, x, c) (for GAN terms).
     crop: patch size (default: half the shorter side, rounded down to the model's multiple).
+    forward: what to call for the three passes (default `model`; a DistributedDataParallel
+    wrapper of it under multi-process training).
     """
+    forward = model if forward is None else forward
     H, W = image.shape[2:]
     if crop is None:
         f = 2 ** (model.cfg.num_scales - 1)
         crop = max(f, (min(H, W) // 2) // f * f)
     pair = cross_reconstruction_crops(image, label, crop, generator)
-    fake_p = model(pair.c_p, pair.x_q, pair.c_q)["fake"]
-    fake_q = model(pair.c_q, pair.x_p, pair.c_p)["fake"]
-    fake = model(label, image, label)["fake"]
+    fake_p = forward(pair.c_p, pair.x_q, pair.c_q)["fake"]
+    fake_q = forward(pair.c_q, pair.x_p, pair.c_p)["fake"]
+    fake = forward(label, image, label)["fake"]
     out = dict(
         patch_l1=0.5 * (F.l1_loss(fake_p, pair.x_p) + F.l1_loss(fake_q, pair.x_q)),
         global_l1=F.l1_loss(fake, image),
@@ -428,3 +415,123 @@ def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tens
     out["total"] = total
     out["fake"] = fake
     return out
+
+
+# ---- training objective (Eq. 9-12, Sec. 4) -----------------------------------------------------
+
+def msca_warp(attention, image: torch.Tensor) -> torch.Tensor:
+    """An image carried to the target by one MSCA scale's attention (alpha, beta), each
+    (B, K, h, w): out(p) = sum_k beta_k(p) sum_q alpha_k(q) image(q), image resized to (h, w).
+    The feature-masking gate is left out: this shows where colours come from, not how much
+    of each map the network keeps."""
+    alpha, beta = attention
+    B, K, h, w = alpha.shape
+    img = F.interpolate(image.to(alpha.dtype), size=(h, w), mode="bilinear", align_corners=False)
+    v = torch.einsum("bkq,bcq->bck", alpha.flatten(2), img.flatten(2))
+    return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(B, -1, h, w)
+
+
+class MSCAObjective(Objective):
+    """MSCA-Net: "pair" supervision is L1 (+ VGG) of G(c, x_exemplar, c_exemplar) against the
+    ground truth; "self" is Sec. 3.4's patch cross-reconstruction + global self-reconstruction
+    (Eq. 9-11, `reconstruction_losses`); both add the GAN terms (Eq. 12). Sec. 4's attention
+    pre-training: for the TrainConfig's `attn_pretrain_steps` first steps the only loss is
+    `attn` (the attention decoders' feature reconstruction, needs the model option
+    attention_decoder=True) and the discriminator rests; afterwards `attn` joins with its weight.
+
+    Paper weights (Eq. 9-12): L1 reconstruction 1, feature matching 1, GAN 1; attn off."""
+
+    loss_names = ("l1", "feat", "perc", "adv", "gan_feat", "attn")
+    default_weights = dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0)
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.attn_pretrain_steps = int(getattr(self.cfg, "attn_pretrain_steps", 0) or 0)
+        if (self.on("attn") or self.attn_pretrain_steps) and self.model.attention_decoder is None:
+            raise ValueError("the attn loss (attention pre-training) needs the model option attention_decoder=true")
+
+    def pretraining(self, step: int) -> bool:
+        return step < self.attn_pretrain_steps
+
+    def generator_terms(self, batch, step: int, gen: torch.Generator):
+        terms = {}
+        if self.pretraining(step):
+            label, image, exemplar, exemplar_label = self.inputs(batch, gen)
+            if self.supervision == "self":  # the image is its own exemplar
+                exemplar, exemplar_label = image, label
+            out = self.G(label, exemplar, exemplar_label, return_attention=True)
+            terms["attn"] = self.model.attention_pretrain_loss(out, image)
+            with torch.no_grad():
+                warped = msca_warp(out["attention"][0], exemplar)
+            visuals = dict(label=label, exemplar=exemplar, warped=warped, fake=out["fake"].detach(), image=image)
+            return terms["attn"], terms, visuals
+        if self.supervision == "self":
+            label, image = batch["label"], batch["image"]
+            vgg = self.vgg.feature_matching if (self.vgg is not None and self.on("feat")) else None
+            r = reconstruction_losses(self.model, image, label, generator=gen, vgg_loss=vgg, forward=self.G)
+            terms["l1"] = r["patch_l1"] + r["global_l1"]
+            if vgg is not None:
+                terms["feat"] = r["patch_vgg"] + r["global_vgg"]
+            fake, exemplar, warped = r["fake"], image, None
+            if self.on("attn"):  # one more global pass: reconstruction_losses keeps its outputs
+                terms["attn"] = self.model.attention_pretrain_loss(self.G(label, image, label), image)
+        else:
+            label, image, exemplar, exemplar_label = self.inputs(batch, gen)
+            out = self.G(label, exemplar, exemplar_label, return_attention=True)
+            fake = out["fake"]
+            with torch.no_grad():  # for the image grid: the exemplar carried by the finest attention
+                warped = msca_warp(out["attention"][0], exemplar)
+            if self.on("l1"):
+                terms["l1"] = F.l1_loss(fake, image)
+            self.vgg_terms(terms, fake, image)
+            if self.on("attn"):
+                terms["attn"] = self.model.attention_pretrain_loss(out, image)
+        self.gan_terms(terms, label, fake, image)
+        visuals = dict(label=label, exemplar=exemplar, fake=fake, image=image)
+        if warped is not None:
+            visuals["warped"] = warped
+        return self.total(terms), terms, visuals
+
+
+# ---- registry entry ----------------------------------------------------------------------------
+
+def run(model: MSCANet, label, exemplar, exemplar_label=None, visuals=()) -> dict:
+    """Inference outputs: fake, warped (exemplar pixels carried by the finest-scale attention)
+    and correspondence (the exemplar's coordinate image carried alike)."""
+    out = model(label, exemplar, exemplar_label, return_attention=True)
+    att = out["attention"][0]              # finest scale: alpha, beta (B, K, h, w) each
+    res = dict(fake=out["fake"], warped=msca_warp(att, exemplar))
+    if "correspondence" in visuals:
+        h, w = att[0].shape[-2:]
+        res["correspondence"] = msca_warp(att, coordinate_image(exemplar.shape[0], (h, w), exemplar.device,
+                                                                exemplar.dtype))
+    return res
+
+
+PRESETS = {
+    # 10 CPU minutes at 64 px: a light trainable encoder and the attention speed-ups
+    "msca-cpu64": dict(
+        model="msca", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
+        steps=1500,
+        model_options=dict(width=16, use_vgg=False, spade_hidden=32, attention_logit_scale=100.0,
+                           attention_matched_init=True),
+        losses=dict(l1=10.0, feat=0.0, perc=0.0, adv=0.0, gan_feat=0.0),
+        checkpoint_every=200, image_every=100,
+    ),
+}
+
+SPEC = register_model(ModelSpec(
+    name="msca",
+    config=MSCANetConfig,
+    generator=MSCANet,
+    objective=MSCAObjective,
+    supervision=("pair", "self"),
+    unpaired_supervision="self",
+    run=run,
+    needs_exemplar_label=lambda cfg: True,            # c_2 is an input of every MSCA module
+    size_multiple=lambda cfg: 2 ** (cfg.num_scales - 1),  # the label / feature pyramid
+    visuals=("warped", "correspondence"),
+    unstored_prefixes=lambda cfg: ("image_encoder.vgg.",) if cfg.use_vgg and cfg.vgg_path is not None else (),
+    presets=PRESETS,
+    description="MSCA-Net (Zheng et al.): masked spatial-channel attention at 5 scales + SPADE synthesis",
+))

@@ -1,34 +1,47 @@
-"""Training options: one dataclass, loadable from a TOML/JSON file, with named presets."""
+"""Training options: one dataclass, loadable from a TOML/JSON file; presets come from the
+models' registry entries."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["TrainConfig", "LOSS_NAMES", "PRESETS", "default_losses", "load_config_file", "RESUMABLE_FIELDS"]
+from ..registry import SUPERVISION_MODES, data_source, default_model, model_spec, models
 
-# Every loss term the objectives know; a weight of 0 skips the term (and its compute).
-LOSS_NAMES = {
-    "cocosnet": ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat"),
-    "msca": ("l1", "feat", "perc", "adv", "gan_feat", "attn"),
-}
+__all__ = ["TrainConfig", "PRESETS", "default_losses", "load_config_file", "RESUMABLE_FIELDS", "field_docs"]
 
 
 def default_losses(model: str) -> Dict[str, float]:
-    """Paper-like weights. CoCosNet (Eq. 8-14): feature matching 10, perceptual 0.001,
-    contextual 1, domain 10, cycle L_reg 1, hinge GAN 1 + GAN feature matching 10, the
-    warp-self L1 of the released code (the warped exemplar vs. the downsampled ground
-    truth) 0 by default, mask warm-up 0. MSCA-Net (Eq. 9-12): L1 reconstruction 1,
-    feature matching 1, GAN 1; attention pre-training (Sec. 4, weight `attn`, needs the model
-    option attention_decoder=True) off."""
-    if model == "cocosnet":
-        return dict(l1=0.0, feat=10.0, perc=0.001, context=1.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
-                    adv=1.0, gan_feat=10.0)
-    if model == "msca":
-        return dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0)
-    raise ValueError(f"model must be one of {sorted(LOSS_NAMES)}, got {model!r}")
+    """The paper weights of a registered model's loss terms (its objective's
+    `default_weights`; a weight of 0 skips the term and its compute)."""
+    return dict(model_spec(model).objective.default_weights)
+
+
+def field_docs(cls) -> Dict[str, str]:
+    """Help text of a dataclass's fields from its docstring's "name: text" paragraphs
+    (continuation lines indented deeper; "a, b: text" documents both)."""
+    docs: Dict[str, str] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    current, indent = None, 0
+    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+        m = re.match(r"^(\s*)([A-Za-z_][\w, ]*):\s+(.*)$", line)
+        keys = [k.strip() for k in m.group(2).split(",")] if m else []
+        if m and keys and all(k in names for k in keys):
+            current, indent = keys, len(m.group(1))
+            for k in keys:
+                docs[k] = m.group(3).strip()
+        elif current and line.strip() and len(line) - len(line.lstrip()) > indent:
+            for k in current:
+                docs[k] += " " + line.strip()
+        else:
+            current = None
+    return docs
 
 
 @dataclass
@@ -37,24 +50,49 @@ class TrainConfig:
     generator 1e-4, discriminator 4e-4, betas (0, 0.999)); `losses` and `model_options`
     override entries of `default_losses(model)` and of the model's config dataclass.
 
-    data: "synthetic" (exsynth.data.SyntheticExemplarDataset, exact ground truth) or a
-        folder with images/ and labels/ (see exsynth.data.PairedFolderDataset).
-    supervision: how the generator sees an exemplar. "pair": the dataset's
-        (label, exemplar, ground truth) triples (synthetic data); "pseudo": CoCosNet's
-        pseudo pairs, the exemplar a random distortion of the ground truth; "self":
-        MSCA-Net's cross-reconstruction of two crops of one image plus global
-        self-reconstruction (Sec. 3.4). "auto": pair on synthetic data, else pseudo / self.
+    model: a registered model (exsynth.registry.models()); None: the registry's default model.
+    data: the data source's root folder; "synthetic" needs none.
+    dataset: the data source (exsynth.registry.data_sources()); None: "synthetic" when data is
+        "synthetic", else "folder" (ROOT/images + ROOT/labels).
+    data_options: the data source's own options (its options dataclass).
+    out: run folder (config.json, checkpoints/, metrics.jsonl, samples/, tb/).
+    size: image side in pixels (square).
+    num_classes: label classes K (the one-hot label maps' channels).
+    data_seed: seed of the synthetic data streams.
+    train_length: samples in the synthetic training split.
+    batch_size: the GLOBAL batch: under torchrun each of the N processes trains on
+        batch_size / N samples of every step's batch (N must divide it), so a run means the
+        same thing on any number of processes.
+    steps: optimiser steps to train to.
+    lr_g, lr_d: Adam learning rates of the generator and the discriminator(s).
+    betas: Adam betas.
+    amp: mixed precision (bf16 autocast on a CPU, fp16 + GradScaler on CUDA).
+    device: "auto" (CUDA when available; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N.
+    seed: seed of initialisation, data order and augmentation draws.
+    supervision: how the generator sees an exemplar: "pair" (the data's exemplar quadruples),
+        "pseudo" (a random distortion of the ground truth), "self" (crops of one image
+        reconstruct each other), "unpaired"; "auto": pair where the data source has
+        quadruples, else the model's unpaired mode. A model supports a subset.
     blind: train an exemplar-blind baseline (exemplar and its label replaced by zeros).
+    vgg: VGG19 weights file for the perceptual losses (and a model's VGG encoder).
     max_minutes: stop (and checkpoint) once this much training time has passed in one call
         (a resumed run gets the limit afresh).
-    mask_warmup_steps: the mask loss is applied for this many steps only (None: always).
-    attn_pretrain_steps: MSCA-Net's attention pre-training (Sec. 4): for this many first steps
-        the only loss is `attn` (the attention decoders' feature reconstruction) and the
-        discriminator rests; afterwards `attn` joins the other terms with its weight.
+    mask_warmup_steps: steps a warm-up loss (the correspondence mask loss) is applied for;
+        None: always.
+    attn_pretrain_steps: steps of attention pre-training before the other losses join.
+    disc_width, disc_layers, disc_scales: the PatchGAN discriminator's width, layers, scales.
+    checkpoint_every: steps between checkpoints (and one at the end).
+    log_every: steps between metric lines.
+    image_every: steps between image grids.
+    num_workers: DataLoader worker processes (per process under torchrun).
+    model_options: the model's config fields (--option KEY=VALUE or the model's flags).
+    losses: loss weights by name (--loss NAME=WEIGHT); 0 switches a term off.
     """
 
-    model: str = "cocosnet"
+    model: Optional[str] = None
     data: str = "synthetic"
+    dataset: Optional[str] = None
+    data_options: Dict[str, Any] = field(default_factory=dict)
     out: str = "runs/exsynth"
     size: int = 64
     num_classes: int = 6
@@ -80,27 +118,41 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     image_every: int = 250
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata={"flags": ("--workers",)})
     model_options: Dict[str, Any] = field(default_factory=dict)
     losses: Dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
-        if self.model not in LOSS_NAMES:
-            raise ValueError(f"model must be one of {sorted(LOSS_NAMES)}, got {self.model!r}")
-        if self.supervision not in ("auto", "pair", "pseudo", "self"):
-            raise ValueError(f"supervision must be auto, pair, pseudo or self, got {self.supervision!r}")
-        bad = sorted(set(self.losses) - set(LOSS_NAMES[self.model]))
+        if self.model is None:
+            self.model = default_model()
+        spec = model_spec(self.model)          # lists the registered models when unknown
+        data_source(self.source_name())          # lists the registered data sources when unknown
+        if self.supervision not in ("auto",) + SUPERVISION_MODES:
+            raise ValueError(f"supervision must be auto or one of {', '.join(SUPERVISION_MODES)}, "
+                             f"got {self.supervision!r}")
+        if self.supervision != "auto" and self.supervision not in spec.supervision:
+            raise ValueError(f"supervision {self.supervision!r} is not defined for {self.model} "
+                             f"(it trains with {', '.join(spec.supervision)})")
+        names = spec.objective.loss_names
+        bad = sorted(set(self.losses) - set(names))
         if bad:
-            raise ValueError(f"unknown {self.model} loss(es) {bad}; known: {list(LOSS_NAMES[self.model])}")
+            raise ValueError(f"unknown {self.model} loss(es) {bad}; known: {list(names)}")
         for name in ("size", "batch_size", "steps", "num_classes", "checkpoint_every", "log_every",
                      "image_every", "train_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if int(self.attn_pretrain_steps) < 0:
             raise ValueError(f"attn_pretrain_steps must be >= 0, got {self.attn_pretrain_steps}")
+        if int(self.num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    def source_name(self) -> str:
+        if self.dataset is not None:
+            return self.dataset
+        return "synthetic" if self.data == "synthetic" else "folder"
 
     def loss_weights(self) -> Dict[str, float]:
         w = default_losses(self.model)
@@ -110,9 +162,9 @@ class TrainConfig:
     def resolved_supervision(self) -> str:
         if self.supervision != "auto":
             return self.supervision
-        if self.data == "synthetic":
+        if data_source(self.source_name()).pairs and "pair" in model_spec(self.model).supervision:
             return "pair"
-        return "pseudo" if self.model == "cocosnet" else "self"
+        return model_spec(self.model).unpaired_supervision
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -127,32 +179,44 @@ class TrainConfig:
             raise ValueError(f"unknown training option(s) {unknown}")
         return cls(**d)
 
+    @classmethod
+    def defaults(cls) -> Dict[str, Any]:
+        """Field -> default, for comparing with a checkpoint written before a field existed."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+        return out
+
 
 # Fields a resumed run may change (everything else must match the checkpoint's run).
 RESUMABLE_FIELDS = ("steps", "max_minutes", "checkpoint_every", "log_every", "image_every", "num_workers",
                     "device", "out")
 
-# Small configurations that train on a CPU in minutes at 64 px (synthetic data).
-# cocosnet-cpu64 is the recipe of the checkpoint shipped for `exsynth demo`.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "cocosnet-cpu64": dict(
-        model="cocosnet", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
-        steps=700,
-        model_options=dict(width=8, adaptor_downsample=1, num_up=3, max_mult=8, spade_hidden=32,
-                           exemplar_label_input=True),
-        losses=dict(l1=10.0, feat=0.0, perc=0.0, context=0.0, domain=1.0, reg=1.0, warp=10.0, mask=1.0,
-                    adv=0.0, gan_feat=0.0),
-        checkpoint_every=200, image_every=100,
-    ),
-    "msca-cpu64": dict(
-        model="msca", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
-        steps=1500,
-        model_options=dict(width=16, use_vgg=False, spade_hidden=32, attention_logit_scale=100.0,
-                           attention_matched_init=True),
-        losses=dict(l1=10.0, feat=0.0, perc=0.0, adv=0.0, gan_feat=0.0),
-        checkpoint_every=200, image_every=100,
-    ),
-}
+
+class _Presets(Mapping):
+    """Every registered model's presets by name (`ModelSpec.presets`), read from the registry
+    on each access so a model registered later is included."""
+
+    def _all(self) -> Dict[str, Mapping[str, Any]]:
+        out: Dict[str, Mapping[str, Any]] = {}
+        for spec in models().values():
+            out.update(spec.presets)
+        return out
+
+    def __getitem__(self, key: str) -> Dict[str, Any]:
+        return copy.deepcopy(dict(self._all()[key]))
+
+    def __iter__(self):
+        return iter(sorted(self._all()))
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PRESETS: Mapping[str, Dict[str, Any]] = _Presets()
 
 
 def load_config_file(path) -> Dict[str, Any]:

@@ -6,10 +6,18 @@ logged step), samples/step_XXXXXX.png (image grids: input | exemplar | warped | 
 ground truth) and, when the tensorboard package is installed, tb/ with the same scalars
 and grids. Everything random is a function of (seed, step), so `resume` continues the
 same run: same batches, same distortions, same crops.
+
+The trainer knows models and data only through `exsynth.registry`: the model's spec builds
+the generator and its `Objective` (losses, discriminators, optimiser groups, checkpoint keys);
+the data source's spec builds the dataset. Under torchrun (WORLD_SIZE > 1) every process
+builds the same model, wraps the generator and the discriminators in
+DistributedDataParallel, and draws its share of each step's global batch from the same
+step-indexed order; rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -20,34 +28,42 @@ from typing import Any, Dict, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from ..checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint, size_multiple
+from ..devices import resolve_device
 from ..imageio import colorize_label, tile_rows, write_image
-from ..inference import resolve_device
+from ..registry import data_source, model_spec
+from . import distributed as D
 from .config import RESUMABLE_FIELDS, TrainConfig
-from .objectives import CoCosNetObjective, MSCAObjective
 
 __all__ = ["Trainer", "make_dataset", "image_grid"]
 
 
-def make_dataset(cfg: TrainConfig, split: str = "train", length: Optional[int] = None) -> Dataset:
-    if cfg.data == "synthetic":
-        from ..data import SyntheticExemplarDataset
-        return SyntheticExemplarDataset(cfg.size, num_classes=cfg.num_classes,
-                                        length=length or cfg.train_length, split=split, seed=cfg.data_seed,
-                                        cache=split == "train")
-    from ..data.folder import PairedFolderDataset
-    return PairedFolderDataset(cfg.data, (cfg.size, cfg.size), cfg.num_classes)
+def make_dataset(cfg: TrainConfig, split: str = "train", length: Optional[int] = None,
+                 ctx: D.DistContext = D.DistContext()) -> Dataset:
+    """The dataset the config's data source builds (`exsynth.registry.data_sources()`)."""
+    src = data_source(cfg.source_name())
+    if src.needs_root and not Path(cfg.data).exists():
+        raise ValueError(f"data {cfg.data!r}: no such folder (the {src.name} data source reads a root folder)")
+    return src.make(cfg.data, size=cfg.size, num_classes=cfg.num_classes, split=split,
+                    length=length or cfg.train_length, seed=cfg.data_seed, options=cfg.data_options,
+                    rank=ctx.rank, world_size=ctx.world_size)
 
 
 class _StepSampler(Sampler):
-    """Indices of batches start_step.. in order: the g-th sample drawn (g = step * B + i) is
-    position g mod N of epoch g // N's shuffle, seeded by (seed, epoch). A pure function of
-    the step, so a resumed run sees the batches the uninterrupted run would have."""
+    """Indices of batches start_step.. in order: the g-th sample drawn (g = step * B + i, B the
+    global batch) is position g mod N of epoch g // N's shuffle, seeded by (seed, epoch). A pure
+    function of the step, so a resumed run sees the batches the uninterrupted run would have.
+    Process `rank` of `world_size` draws positions i in [rank * b, (rank + 1) * b), b = B / world_size,
+    of every step: together the processes see exactly the one-process run's batches."""
 
-    def __init__(self, n: int, batch_size: int, start_step: int, steps: int, seed: int):
+    def __init__(self, n: int, batch_size: int, start_step: int, steps: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
         self.n, self.b, self.start, self.steps, self.seed = n, batch_size, start_step, steps, seed
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
         self._epoch, self._perm = -1, None
 
     def _order(self, epoch: int):
@@ -58,12 +74,12 @@ class _StepSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         for s in range(self.start, self.steps):
-            for i in range(self.b):
+            for i in range(self.offset, self.offset + self.local):
                 g = s * self.b + i
                 yield self._order(g // self.n)[g % self.n]
 
     def __len__(self) -> int:
-        return max(0, self.steps - self.start) * self.b
+        return max(0, self.steps - self.start) * self.local
 
 
 def _collate(samples):
@@ -120,18 +136,27 @@ def _training_state(payload: Dict[str, Any], path) -> Dict[str, Any]:
 
 
 class Trainer:
-    """Build everything a TrainConfig names; `run()` trains and returns a summary dict."""
+    """Build everything a TrainConfig names; `run()` trains and returns a summary dict.
+
+    Under torchrun the constructor joins the process group (nccl on GPUs, gloo on CPUs);
+    every process must construct its Trainer and call `run()`."""
 
     def __init__(self, cfg: TrainConfig, *, resume_from: Optional[str] = None, quiet: bool = False,
                  overwrite: bool = False, _payload: Optional[Dict[str, Any]] = None):
-        self.cfg, self.quiet = cfg, quiet
-        self.device = resolve_device(cfg.device)
+        self.cfg = cfg
+        self.ctx = D.context_from_env()
+        self.quiet = quiet or not self.ctx.is_main
+        if cfg.batch_size % self.ctx.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by the "
+                             f"number of processes ({self.ctx.world_size}); use a multiple of {self.ctx.world_size}")
+        self.device = self._device()
         self.out = Path(cfg.out)
         if resume_from is None and not overwrite and self.checkpoint_path().exists():
             raise ValueError(f"{self.out} already holds a run ({self.checkpoint_path()}): resume it or "
                              f"choose another output folder")
+        self.spec = model_spec(cfg.model)
         torch.manual_seed(cfg.seed)
-        self.dataset = make_dataset(cfg)
+        self.dataset = make_dataset(cfg, ctx=self.ctx)
         try:
             self.model = build_model(cfg.model, self._model_config()).to(self.device)
         except TypeError as e:  # a model option of the wrong type
@@ -139,36 +164,25 @@ class Trainer:
         mult = size_multiple(self.model)
         if cfg.size % mult:
             raise ValueError(f"size {cfg.size}: this {cfg.model} configuration needs a multiple of {mult}")
-        weights = cfg.loss_weights()
-        self.weights = weights
-        sup = cfg.resolved_supervision()
-        if sup == "pair" and cfg.data != "synthetic":
-            raise ValueError("supervision 'pair' needs exemplar/ground-truth triples: use data='synthetic'")
-        if (cfg.model, sup) in (("cocosnet", "self"), ("msca", "pseudo")):
-            raise ValueError(f"supervision {sup!r} is not defined for {cfg.model}")
-        if cfg.blind and sup == "self":
-            raise ValueError("blind: self-supervision reconstructs from the image itself; an exemplar-blind "
-                             "baseline needs supervision 'pair'")
-        self.discriminator = None
-        if weights.get("adv", 0) or weights.get("gan_feat", 0):
-            from ..models import MultiscalePatchDiscriminator
-            self.discriminator = MultiscalePatchDiscriminator(
-                cfg.num_classes, 3, width=cfg.disc_width, n_layers=cfg.disc_layers,
-                num_scales=cfg.disc_scales).to(self.device)
-        vgg = None
-        if any(weights.get(k, 0) for k in ("feat", "perc", "context")):
-            from ..losses import VGGLoss
-            from ..nn import load_vgg19
-            vgg = VGGLoss(load_vgg19(cfg.vgg)).to(self.device)
-        kw = dict(discriminator=self.discriminator, vgg=vgg, blind=cfg.blind)
-        if cfg.model == "cocosnet":
-            self.objective = CoCosNetObjective(self.model, weights, sup, mask_warmup_steps=cfg.mask_warmup_steps, **kw)
-        else:
-            self.objective = MSCAObjective(self.model, weights, sup, attn_pretrain_steps=cfg.attn_pretrain_steps, **kw)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.Adam(params, lr=cfg.lr_g, betas=cfg.betas)
-        self.opt_d = (torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-                      if self.discriminator is not None else None)
+        self.supervision = sup = cfg.resolved_supervision()
+        source = data_source(cfg.source_name())
+        if sup == "pair" and not source.pairs:
+            raise ValueError(f"supervision 'pair' needs exemplar quadruples, which the {source.name} data source "
+                             f"does not provide (use one with exact exemplars, e.g. synthetic)")
+        if cfg.blind and sup not in ("pair", "pseudo"):
+            raise ValueError(f"blind: {sup} supervision reconstructs from the image itself; an exemplar-blind "
+                             f"baseline needs supervision 'pair' or 'pseudo'")
+        self.weights = cfg.loss_weights()
+        self.objective = self.spec.objective(self.model, self.weights, sup, cfg).to(self.device)
+        self.discriminators = self.objective.discriminators
+        if self.ctx.enabled:
+            self._wrap_distributed()
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.roles: Dict[str, str] = {}
+        for key, (params, role) in self.objective.optimizer_groups().items():
+            lr = cfg.lr_g if role == "g" else cfg.lr_d
+            self.optimizers[key] = torch.optim.Adam(params, lr=lr, betas=cfg.betas)
+            self.roles[key] = role
         self.amp_dtype = None
         if cfg.amp:
             self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -177,6 +191,42 @@ class Trainer:
         self.train_seconds = 0.0
         if resume_from is not None:
             self._load(resume_from, _payload)
+
+    @property
+    def opt_g(self) -> torch.optim.Optimizer:
+        return self.optimizers["opt_g"]
+
+    @property
+    def discriminator(self) -> Optional[nn.Module]:
+        """The single discriminator of a model that has one (None otherwise)."""
+        return self.discriminators["discriminator"] if "discriminator" in self.discriminators else None
+
+    def _device(self) -> torch.device:
+        dev = resolve_device(self.cfg.device)
+        if self.ctx.enabled and dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", self.ctx.local_rank)  # one GPU per process
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        D.init_process_group(self.ctx, dev)
+        return dev
+
+    def _wrap_distributed(self) -> None:
+        """DDP around the generator and each discriminator (SyncBatchNorm first on GPUs, where
+        a model uses batch norm). find_unused_parameters: objectives may leave a part of the
+        network out of a step (a pre-training phase) and call the generator several times per
+        step (crop reconstruction); DDP handles both only in this mode."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        if self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            for name in list(self.discriminators):
+                self.discriminators[name] = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminators[name])
+            self.objective.model = self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        kw = dict(device_ids=ids, find_unused_parameters=True)
+        g = DDP(self.model, **kw)
+        ds = {name: DDP(d, **kw) for name, d in self.discriminators.items()
+              if any(p.requires_grad for p in d.parameters())}
+        self.objective.bind(g, ds)
 
     @classmethod
     def resume(cls, path, overrides: Optional[Dict[str, Any]] = None, **kw) -> "Trainer":
@@ -192,8 +242,10 @@ class Trainer:
 
     def _model_config(self) -> Dict[str, Any]:
         c = dict(self.cfg.model_options)
-        c.setdefault("label_channels", self.cfg.num_classes)
-        if self.cfg.model == "msca" and self.cfg.vgg is not None:
+        fields = {f.name for f in dataclasses.fields(self.spec.config)}
+        if "label_channels" in fields:
+            c.setdefault("label_channels", self.cfg.num_classes)
+        if "vgg_path" in fields and self.cfg.vgg is not None:
             c.setdefault("vgg_path", self.cfg.vgg)
         return c
 
@@ -203,29 +255,36 @@ class Trainer:
         return self.out / "checkpoints" / "latest.pt"
 
     def save(self, path: Optional[Path] = None) -> Path:
+        """Rank 0 writes; every process waits for it (a collective under torchrun)."""
         path = path or self.checkpoint_path()
-        extra = dict(step=self.step, train_seconds=self.train_seconds, train_config=self.cfg.to_dict(),
-                     opt_g=self.opt_g.state_dict(), scaler=self.scaler.state_dict())
-        if self.discriminator is not None:
-            extra["discriminator"] = self.discriminator.state_dict()
-            extra["opt_d"] = self.opt_d.state_dict()
-        save_checkpoint(path, self.model, **extra)
+        if self.ctx.is_main:
+            extra = dict(step=self.step, train_seconds=self.train_seconds, train_config=self.cfg.to_dict(),
+                         scaler=self.scaler.state_dict())
+            extra.update({key: opt.state_dict() for key, opt in self.optimizers.items()})
+            extra.update(self.objective.state_dict())
+            save_checkpoint(path, self.model, **extra)
+        if self.ctx.enabled:
+            torch.distributed.barrier()
         return path
 
     def _load(self, path, payload: Optional[Dict[str, Any]] = None) -> None:
         if payload is None:
             payload = _training_state(load_checkpoint(path, expect_model=self.cfg.model), path)
-        saved = dict(payload["train_config"])
+        saved = {**TrainConfig.defaults(), **payload["train_config"]}  # fields added since keep their defaults
         now = self.cfg.to_dict()
         diff = sorted(k for k in now if k not in RESUMABLE_FIELDS and now[k] != saved.get(k))
         if diff:
             raise ValueError(f"{path}: the run was made with other settings ({', '.join(diff)}); "
                              f"on resume only {', '.join(RESUMABLE_FIELDS)} may change")
         load_weights(self.model, payload["generator"], path)
-        self.opt_g.load_state_dict(payload["opt_g"])
-        if self.discriminator is not None:
-            self.discriminator.load_state_dict(payload["discriminator"])
-            self.opt_d.load_state_dict(payload["opt_d"])
+        for key, opt in self.optimizers.items():
+            if key not in payload:
+                raise ValueError(f"{path}: holds no {key!r} optimiser state")
+            opt.load_state_dict(payload[key])
+        try:
+            self.objective.load_state_dict(payload)
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"{path}: {e}") from None
         if payload.get("scaler"):  # empty when the run had no fp16 scaling (CPU, or no AMP)
             self.scaler.load_state_dict(payload["scaler"])
         self.step = int(payload["step"])
@@ -238,32 +297,52 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _generator(self) -> torch.Generator:
+        """This step's random numbers: a function of (seed, step), and of the rank under torchrun
+        (each process distorts / crops its own share of the batch independently)."""
+        seed = self.cfg.seed * 1_000_003 + self.step
+        if self.ctx.enabled:
+            seed = seed * 65_537 + self.ctx.rank
+        return torch.Generator().manual_seed(seed)
+
+    def _step_optimizers(self, role: str) -> None:
+        for key, opt in self.optimizers.items():
+            if self.roles[key] == role:
+                self.scaler.step(opt)
+
+    def _zero_grad(self, role: str) -> None:
+        for key, opt in self.optimizers.items():
+            if self.roles[key] == role:
+                opt.zero_grad(set_to_none=True)
+
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
         batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                  for k, v in batch.items()}
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        gen = self._generator()
         self.model.train()
         logs: Dict[str, float] = {}
-        if self.discriminator is not None:
-            self.discriminator.requires_grad_(False)   # G step: D is a fixed critic
+        self.discriminators.requires_grad_(False)   # G step: the discriminators are fixed critics
+        self.objective.set_phase("g")
         with self._autocast():
             total, terms, visuals = self.objective.generator_terms(batch, self.step, gen)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"step {self.step}: generator loss is {total.item()} "
+        if not D.all_true(bool(torch.isfinite(total)), self.device):  # every process stops together
+            raise FloatingPointError(f"step {self.step}: generator loss is {total.item()} on process {self.ctx.rank} "
                                      f"(terms: { {k: float(v) for k, v in terms.items()} })")
-        self.opt_g.zero_grad(set_to_none=True)
+        self._zero_grad("g")
         self.scaler.scale(total).backward()
-        self.scaler.step(self.opt_g)
+        self._step_optimizers("g")
         logs.update({f"G/{k}": v.item() for k, v in terms.items()})
         logs["G/total"] = total.item()
-        if self.discriminator is not None and not self.objective.pretraining(self.step):
-            self.discriminator.requires_grad_(True)
+        if len(self.discriminators) and not self.objective.pretraining(self.step):
+            self.discriminators.requires_grad_(True)
+            self.objective.set_phase("d")
             with self._autocast():
-                d_loss = self.objective.discriminator_loss(visuals["label"], visuals["image"], visuals["fake"])
-            self.opt_d.zero_grad(set_to_none=True)
+                d_loss, d_terms = self.objective.discriminator_terms(visuals, self.step)
+            self._zero_grad("d")
             self.scaler.scale(d_loss).backward()
-            self.scaler.step(self.opt_d)
-            logs["D/hinge"] = d_loss.item()
+            self._step_optimizers("d")
+            logs.update({f"D/{k}": v.item() for k, v in d_terms.items()})
+            self.objective.set_phase("g")
         self.scaler.update()
         self._visuals = visuals
         return logs
@@ -291,17 +370,29 @@ class Trainer:
             path.write_text("".join(l + "\n" for l in keep))
         return open(path, "a"), self._writer()
 
+    def _loader(self) -> DataLoader:
+        cfg, ctx = self.cfg, self.ctx
+        local = cfg.batch_size // ctx.world_size
+        if isinstance(self.dataset, IterableDataset):
+            # the source shards itself by rank; `start` (when it has one) tells it where the run is
+            if hasattr(self.dataset, "start"):
+                self.dataset.start(self.step, local)
+            return DataLoader(self.dataset, batch_size=local, num_workers=cfg.num_workers, collate_fn=_collate,
+                              drop_last=True)
+        sampler = _StepSampler(len(self.dataset), cfg.batch_size, self.step, cfg.steps, cfg.seed,
+                               ctx.rank, ctx.world_size)
+        return DataLoader(self.dataset, batch_size=local, sampler=sampler, num_workers=cfg.num_workers,
+                          collate_fn=_collate, drop_last=True, persistent_workers=False)
+
     def run(self) -> Dict[str, Any]:
         """Train from the current step to cfg.steps, or until cfg.max_minutes of training
         time have passed in this call; checkpoint at the end."""
         cfg = self.cfg
         if self.step >= cfg.steps:
             return self._summary(stopped="done")
-        loader = DataLoader(self.dataset, batch_size=cfg.batch_size,
-                            sampler=_StepSampler(len(self.dataset), cfg.batch_size, self.step, cfg.steps, cfg.seed),
-                            num_workers=cfg.num_workers, collate_fn=_collate, drop_last=True,
-                            persistent_workers=False)
+        loader = self._loader()
         progress = _Progress(cfg.steps, sys.stderr)
+        main = self.ctx.is_main
         metrics = writer = None
         stopped, window_t, window_n = "steps", time.perf_counter(), 0
         last_loss, session_seconds = math.nan, 0.0
@@ -313,11 +404,11 @@ class Trainer:
                 now = time.perf_counter()
                 self.train_seconds += now - t_prev
                 session_seconds += now - t_prev
-                if metrics is None:
+                if metrics is None and main:
                     metrics, writer = self._open_logs()
                 window_n += 1
                 last_loss = logs["G/total"]
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     its = window_n / max(now - window_t, 1e-9)
                     window_t, window_n = now, 0
                     metrics.write(json.dumps(dict(step=self.step, seconds=round(self.train_seconds, 3),
@@ -329,8 +420,10 @@ class Trainer:
                         writer.add_scalar("speed/it_per_s", its, self.step)
                     if not self.quiet:
                         progress.update(self.step, last_loss, its, self.train_seconds)
+                # one process out of time stops them all, at the same step
                 out_of_time = cfg.max_minutes is not None and session_seconds >= cfg.max_minutes * 60
-                if self.step % cfg.image_every == 0 or self.step == cfg.steps or out_of_time:
+                out_of_time = not D.all_true(not out_of_time, self.device) if self.ctx.enabled else out_of_time
+                if main and (self.step % cfg.image_every == 0 or self.step == cfg.steps or out_of_time):
                     grid = image_grid(self._visuals)
                     write_image(grid, self.out / "samples" / f"step_{self.step:06d}.png")
                     if writer is not None:
@@ -349,7 +442,14 @@ class Trainer:
             if not self.quiet:
                 progress.close()
         self.save()
-        return self._summary(stopped=stopped, loss=last_loss)
+        summary = self._summary(stopped=stopped, loss=last_loss)
+        if self.ctx.enabled:
+            digest = D.parameter_digest(list(self.model.state_dict().values())
+                                        + [t for d in self.discriminators.values() for t in d.state_dict().values()])
+            digests = D.gather_strings(digest)
+            summary["world_size"] = self.ctx.world_size
+            summary["ranks_identical"] = len(set(digests)) == 1
+        return summary
 
     def _summary(self, **kw) -> Dict[str, Any]:
         return dict(step=self.step, train_seconds=round(self.train_seconds, 1),

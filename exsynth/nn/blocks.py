@@ -1,0 +1,159 @@
+"""Building blocks shared by the models: the SPADE resblock (norm as a parameter), the
+embedded-Gaussian non-local block and the multi-scale PatchGAN discriminator.
+
+A model file composes these; a block used by one model only stays in its file. Parameter
+names are part of the checkpoint format: keep them when editing a block.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from .normalization import PNSPADE
+
+__all__ = ["maybe_spectral_norm", "SPADE", "SPADEResBlock", "NonLocalBlock", "PatchDiscriminator",
+           "MultiscalePatchDiscriminator", "NORMS"]
+
+NORMS = ("pono", "batch", "instance")
+
+
+def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
+    return _spectral_norm(module) if enabled else module
+
+
+class SPADE(nn.Module):
+    """SPADE (Park et al. 2019) with a parameter-free batch or instance norm:
+    out = norm(x) * (1 + gamma(cond)) + beta(cond). Same layer names as `PNSPADE`."""
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int = 128, kernel_size: int = 3,
+                 norm: str = "batch"):
+        super().__init__()
+        if norm not in ("batch", "instance"):
+            raise ValueError(f"SPADE: norm must be 'batch' or 'instance', got {norm!r}")
+        pad = kernel_size // 2
+        self.norm = nn.BatchNorm2d(channels, affine=False) if norm == "batch" else \
+            nn.InstanceNorm2d(channels, affine=False)
+        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, kernel_size, padding=pad), nn.ReLU())
+        self.to_gamma = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+        self.to_beta = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if cond.shape[2:] != x.shape[2:]:
+            cond = F.interpolate(cond, size=x.shape[2:], mode="nearest")
+        h = self.shared(cond)
+        return self.norm(x) * (1 + self.to_gamma(h)) + self.to_beta(h)
+
+
+def _spade_layer(channels: int, cond_channels: int, hidden: int, norm: str, backend: str) -> nn.Module:
+    if norm == "pono":
+        return PNSPADE(channels, cond_channels, hidden, backend=backend)
+    return SPADE(channels, cond_channels, hidden, norm=norm)
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE residual block: [SPADE-LReLU(0.2)-conv] x 2 plus an identity shortcut, or a
+    learned one (SPADE-conv1x1, no bias) when the channel count changes.
+
+    norm: "pono" (CoCosNet's PN-SPADE, the fused `exsynth.ops.pn_modulate`), "batch"
+    (SPADE's own; SyncBatchNorm under multi-GPU training) or "instance".
+    spectral_norm: on the three convs (CoCosNet's generator; SPADE's option)."""
+
+    def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int = 128, *, norm: str = "pono",
+                 spectral_norm: bool = False, backend: str = "auto"):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"SPADEResBlock: norm must be one of {NORMS}, got {norm!r}")
+        mid = min(cin, cout)
+        sn = spectral_norm
+        self.norm0 = _spade_layer(cin, cond_channels, hidden, norm, backend)
+        self.conv0 = maybe_spectral_norm(nn.Conv2d(cin, mid, 3, padding=1), sn)
+        self.norm1 = _spade_layer(mid, cond_channels, hidden, norm, backend)
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(mid, cout, 3, padding=1), sn)
+        self.learned_skip = cin != cout
+        if self.learned_skip:
+            self.norm_s = _spade_layer(cin, cond_channels, hidden, norm, backend)
+            self.conv_s = maybe_spectral_norm(nn.Conv2d(cin, cout, 1, bias=False), sn)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        skip = self.conv_s(self.norm_s(x, cond)) if self.learned_skip else x
+        dx = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
+        dx = self.conv1(F.leaky_relu(self.norm1(dx, cond), 0.2))
+        return skip + dx
+
+
+class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block (self-attention, SAGAN style):
+    y = x + gamma * W_o( g(x) softmax(theta(x)^T phi(x)) ), gamma initialised to 0."""
+
+    def __init__(self, channels: int, spectral_norm: bool = False):
+        super().__init__()
+        sn = spectral_norm
+        c8, c2 = max(channels // 8, 1), max(channels // 2, 1)
+        self.theta = maybe_spectral_norm(nn.Conv2d(channels, c8, 1, bias=False), sn)
+        self.phi = maybe_spectral_norm(nn.Conv2d(channels, c8, 1, bias=False), sn)
+        self.g = maybe_spectral_norm(nn.Conv2d(channels, c2, 1, bias=False), sn)
+        self.out = maybe_spectral_norm(nn.Conv2d(c2, channels, 1, bias=False), sn)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.theta(x).flatten(2).transpose(1, 2)                 # (B, N, c8)
+        k = self.phi(x).flatten(2).transpose(1, 2)                   # (B, N, c8)
+        v = self.g(x).flatten(2).transpose(1, 2)                     # (B, N, c2)
+        attn = torch.softmax(q @ k.transpose(1, 2), dim=-1)          # embedded Gaussian, no scaling
+        y = (attn @ v).transpose(1, 2).reshape(B, -1, H, W)
+        return x + self.gamma * self.out(y)
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pixHD / SPADE PatchGAN: k4s2 convs (the last stride 1), instance norm and LReLU(0.2)
+    after all but the first; forward returns every layer's output, the logit map last."""
+
+    def __init__(self, in_channels: int, width: int = 64, n_layers: int = 4, spectral_norm: bool = True):
+        super().__init__()
+        pad = 2  # ceil((4 - 1) / 2), as pix2pixHD/SPADE
+        layers = [nn.Sequential(nn.Conv2d(in_channels, width, 4, 2, pad), nn.LeakyReLU(0.2))]
+        ch = width
+        for i in range(1, n_layers):
+            nxt = min(ch * 2, width * 8)
+            stride = 1 if i == n_layers - 1 else 2
+            layers.append(nn.Sequential(maybe_spectral_norm(nn.Conv2d(ch, nxt, 4, stride, pad, bias=False),
+                                                            spectral_norm),
+                                        nn.InstanceNorm2d(nxt), nn.LeakyReLU(0.2)))
+            ch = nxt
+        layers.append(nn.Conv2d(ch, 1, 4, 1, pad))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+class MultiscalePatchDiscriminator(nn.Module):
+    """PatchGAN at num_scales scales (input halved by average pooling per scale), spectral
+    norm optional. forward(label, image) -> [per scale: [intermediate features..., logit map]];
+    the label (or any condition) is concatenated to the image, as in pix2pixHD and SPADE."""
+
+    def __init__(self, label_channels: int, image_channels: int = 3, width: int = 64,
+                 n_layers: int = 4, num_scales: int = 2, use_spectral_norm: bool = True):
+        super().__init__()
+        self.scales = nn.ModuleList([
+            PatchDiscriminator(label_channels + image_channels, width, n_layers, use_spectral_norm)
+            for _ in range(num_scales)
+        ])
+
+    def forward(self, label: torch.Tensor, image: torch.Tensor) -> list:
+        x = torch.cat([label.to(image.dtype), image], dim=1)
+        outs = []
+        for i, d in enumerate(self.scales):
+            if i:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            outs.append(d(x))
+        return outs
