@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -24,7 +25,19 @@ __all__ = ["main"]
 
 
 class UsageError(Exception):
-    """Bad input to a command: reported as one line, exit status 2."""
+    """Bad input to a command: reported as one line, exit status 2. Under torchrun an error
+    every process meets alike (a bad option, before training) is printed by rank 0 alone."""
+
+    def __init__(self, message: str, *, same_on_every_process: bool = True):
+        super().__init__(message)
+        self.same_on_every_process = same_on_every_process
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
 
 
 # ---- doctor --------------------------------------------------------------------------------------
@@ -138,7 +151,7 @@ def train(args) -> int:
     try:
         summary = trainer.run()
     except (ImageError, ValueError, OSError) as e:  # bad data met while training
-        raise UsageError(f"stopped at step {trainer.step}: {e}") from None
+        raise UsageError(f"stopped at step {trainer.step}: {e}", same_on_every_process=False) from None
     except FloatingPointError as e:
         raise UsageError(f"training diverged: {e} (last checkpoint: {trainer.checkpoint_path()})") from None
     if trainer.ctx.is_main:
@@ -516,7 +529,10 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except UsageError as e:
-        print(f"exsynth {args.command}: error: {e}", file=sys.stderr)
+        if _rank() == 0 or not e.same_on_every_process:
+            print(f"exsynth {args.command}: error: {e}", file=sys.stderr)
+        else:  # torchrun stops every process when one exits: let rank 0 say it first
+            time.sleep(2.0)
         return 2
     except KeyboardInterrupt:
         print(f"exsynth {args.command}: interrupted", file=sys.stderr)

@@ -18,7 +18,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-__all__ = ["ModelSpec", "DataSourceSpec", "register_model", "register_data_source", "model_spec",
+__all__ = ["ModelSpec", "DataSourceSpec", "register_model", "register_data_source", "unregister_model",
+           "unregister_data_source", "model_spec",
            "data_source", "models", "data_sources", "spec_of", "default_model", "RegistryError", "SUPERVISION_MODES"]
 
 # How a generator sees an exemplar while training (a model lists the ones it supports):
@@ -175,6 +176,15 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
 def register_data_source(spec: DataSourceSpec, *, replace: bool = False) -> DataSourceSpec:
     """Make a data source known by spec.name to `--dataset` and the trainer."""
     return _register(_SOURCES, spec, "data source", replace)
+
+
+def unregister_model(name: str) -> None:
+    """Forget a model (tests, plugins replacing one); unknown names are ignored."""
+    _MODELS.pop(name, None)
+
+
+def unregister_data_source(name: str) -> None:
+    _SOURCES.pop(name, None)
 
 
 def _discover() -> None:

@@ -1,4 +1,5 @@
-"""Training losses: VGG-feature losses and GAN losses."""
+"""Training losses: VGG-feature losses, GAN losses, and the `Objective` base class a model's
+training objective derives from."""
 from .gan import (
     gan_feature_matching_loss,
     hinge_d_loss,
@@ -10,6 +11,7 @@ from .gan import (
     lsgan_loss,
     tv_loss,
 )
+from .objective import Objective, weighted_sum
 from .perceptual import (
     CONTEXTUAL_LAYERS,
     CONTEXTUAL_WEIGHTS,
@@ -25,6 +27,7 @@ from .perceptual import (
 )
 
 __all__ = [
+    "Objective", "weighted_sum",
     "VGGLoss", "weighted_l1", "gram_matrix", "style_loss", "contextual_loss", "contextual_loss_layers",
     "FEATURE_MATCHING_LAYERS", "FEATURE_MATCHING_WEIGHTS", "CONTEXTUAL_LAYERS", "CONTEXTUAL_WEIGHTS",
     "STYLE_LAYERS",

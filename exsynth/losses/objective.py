@@ -46,6 +46,9 @@ class Objective:
     default_weights: ClassVar[Dict[str, float]] = {}
     vgg_losses: ClassVar[Tuple[str, ...]] = ("feat", "perc", "context")  # terms that need VGG19
     gan_losses: ClassVar[Tuple[str, ...]] = ("adv", "gan_feat")          # terms that need the discriminator
+    # Under torchrun: True when some step may leave generator parameters without a gradient
+    # (DDP then searches the graph each step); False when every step uses them all.
+    ddp_find_unused_parameters: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, weights: Mapping[str, float], supervision: str, cfg: Any):
         """cfg: the TrainConfig (num_classes, disc_width/layers/scales, vgg, blind, schedules)."""

@@ -274,6 +274,7 @@ class CoCosNetObjective(Objective):
     loss_names = ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat")
     default_weights = dict(l1=0.0, feat=10.0, perc=0.001, context=1.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
                            adv=1.0, gan_feat=10.0)
+    ddp_find_unused_parameters = False  # every step runs both adaptors and the whole translation net
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         label, image, exemplar, exemplar_label = self.inputs(batch, gen)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Dict, Iterable, List
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "context_from_env", "init_process_group", "parameter_digest", "all_true", "gather_strings"]
+__all__ = ["DistContext", "context_from_env", "init_process_group", "parameter_digest", "all_true", "gather_strings",
+           "mean_over_processes"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ def all_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item()) == 0
+
+
+def mean_over_processes(values: Dict[str, float], device: torch.device) -> Dict[str, float]:
+    """Each value averaged over the processes (a collective; same keys on every process)."""
+    if not dist.is_initialized():
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
 
 
 def parameter_digest(tensors: Iterable[torch.Tensor]) -> str:

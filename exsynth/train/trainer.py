@@ -212,9 +212,10 @@ class Trainer:
 
     def _wrap_distributed(self) -> None:
         """DDP around the generator and each discriminator (SyncBatchNorm first on GPUs, where
-        a model uses batch norm). find_unused_parameters: objectives may leave a part of the
-        network out of a step (a pre-training phase) and call the generator several times per
-        step (crop reconstruction); DDP handles both only in this mode."""
+        a model uses batch norm). The generator's find_unused_parameters comes from the
+        objective (`ddp_find_unused_parameters`: a step that leaves part of the network out, such
+        as a pre-training phase, needs it; several generator calls per step work either way);
+        a discriminator step uses every discriminator parameter."""
         from torch.nn.parallel import DistributedDataParallel as DDP
         if self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -222,9 +223,8 @@ class Trainer:
                 self.discriminators[name] = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminators[name])
             self.objective.model = self.model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        kw = dict(device_ids=ids, find_unused_parameters=True)
-        g = DDP(self.model, **kw)
-        ds = {name: DDP(d, **kw) for name, d in self.discriminators.items()
+        g = DDP(self.model, device_ids=ids, find_unused_parameters=self.objective.ddp_find_unused_parameters)
+        ds = {name: DDP(d, device_ids=ids) for name, d in self.discriminators.items()
               if any(p.requires_grad for p in d.parameters())}
         self.objective.bind(g, ds)
 
@@ -407,8 +407,11 @@ class Trainer:
                 if metrics is None and main:
                     metrics, writer = self._open_logs()
                 window_n += 1
+                log_now = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                if log_now and self.ctx.enabled:  # the global batch's losses: mean over processes
+                    logs = D.mean_over_processes(logs, self.device)
                 last_loss = logs["G/total"]
-                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if main and log_now:
                     its = window_n / max(now - window_t, 1e-9)
                     window_t, window_n = now, 0
                     metrics.write(json.dumps(dict(step=self.step, seconds=round(self.train_seconds, 3),
