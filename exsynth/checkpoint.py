@@ -1,5 +1,6 @@
 """Checkpoints: one file holding a generator's config and weights, and (for training)
-the discriminator, optimisers, step and RNG state.
+the step, the training config and the objective's states (discriminators, optimisers) under
+the keys it names; nothing random needs storing (every draw is a function of (seed, step)).
 
 Writes are atomic (temporary file in the same folder, fsync, rename): a crash or a full
 disk mid-write leaves the previous checkpoint intact and no partial file under the name.
@@ -17,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .registry import RegistryError, model_spec, models, spec_of
+from .registry import model_spec, models, spec_of
 
 __all__ = ["CheckpointError", "build_model", "model_name", "save_checkpoint", "load_checkpoint",
            "load_generator", "load_weights", "generator_state", "size_multiple", "FORMAT", "VERSION"]

@@ -436,11 +436,16 @@ def _add_train_parser(sub, model_name, source_name):
     from exsynth.registry import data_source, model_spec, models
     from exsynth.train import PRESETS, TrainConfig, field_docs
 
+    from exsynth.registry import data_sources
+    epilog = ("registered models:\n" + "".join(f"  {n:<12} {m.description}\n" for n, m in models().items())
+              + "registered data sources (--dataset):\n"
+              + "".join(f"  {n:<12} {d.description}\n" for n, d in data_sources().items()))
     p = sub.add_parser("train", help="train a registered model (" + ", ".join(models()) + ")",
-                       description="Options: --preset < --config file < flags. Loss weights: --loss NAME=WEIGHT; "
-                                   "model and data-source options: their flags (shown for the --model and "
-                                   "--dataset given) or --option KEY=VALUE / --data-option KEY=VALUE. "
-                                   "--batch-size is the global batch: under torchrun each process trains on "
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
+                       description="Options: --preset < --config file < flags. Loss weights: --loss NAME=WEIGHT;\n"
+                                   "model and data-source options: their flags (shown for the --model and\n"
+                                   "--dataset given) or --option KEY=VALUE / --data-option KEY=VALUE.\n"
+                                   "--batch-size is the global batch: under torchrun each process trains on\n"
                                    "batch-size / nproc samples of it.")
     p.add_argument("--preset", help="a named configuration (" + ", ".join(PRESETS) + ")")
     p.add_argument("--config", help="TOML or JSON file of training options")

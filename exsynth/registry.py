@@ -44,10 +44,10 @@ class ModelSpec:
 
     name: what `--model`, checkpoints and presets call it.
     config: the model's options dataclass; its fields are the `--option KEY=VALUE` keys and
-        `exsynth train` flags. A field `label_channels` is filled from the number of classes and
-        a field `vgg_path` from `--vgg` unless given.
-    generator: class (or callable) building the generator from a config instance; its instances
-        must keep the config as `.cfg`.
+        `exsynth train` flags. `label_channels` is filled from the number of classes and a
+        field `vgg_path` (if any) from `--vgg` unless given.
+    generator: the generator class, built from a config instance; its instances keep the
+        config as `.cfg` (checkpoints and inference find a model's spec by this class).
     objective: an `exsynth.losses.Objective` subclass: the model's losses, their names and paper
         weights, its discriminators (with their checkpoint keys and optimiser groups).
     supervision: the supervision modes it trains with (see SUPERVISION_MODES).
@@ -67,7 +67,7 @@ class ModelSpec:
 
     name: str
     config: type
-    generator: Callable[[Any], Any]
+    generator: type
     objective: type
     supervision: Tuple[str, ...]
     unpaired_supervision: str
@@ -83,6 +83,10 @@ class ModelSpec:
     def __post_init__(self):
         if not dataclasses.is_dataclass(self.config):
             raise RegistryError(f"model {self.name!r}: config must be a dataclass, got {self.config!r}")
+        if "label_channels" not in {f.name for f in dataclasses.fields(self.config)}:
+            raise RegistryError(f"model {self.name!r}: its config {self.config.__name__} needs a label_channels field")
+        if not isinstance(self.generator, type):
+            raise RegistryError(f"model {self.name!r}: generator must be a class, got {self.generator!r}")
         bad = [m for m in self.supervision if m not in SUPERVISION_MODES]
         if bad or not self.supervision:
             raise RegistryError(f"model {self.name!r}: supervision must be a non-empty subset of "
@@ -250,6 +254,6 @@ def default_model() -> str:
 def spec_of(model) -> ModelSpec:
     """The spec whose generator built `model` (TypeError for a module no spec builds)."""
     for spec in models().values():
-        if isinstance(spec.generator, type) and isinstance(model, spec.generator):
+        if isinstance(model, spec.generator):
             return spec
     raise TypeError(f"not the generator of a registered exsynth model: {type(model).__name__}")

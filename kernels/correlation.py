@@ -1,6 +1,6 @@
 """Triton kernels for ``correlation_warp``: attention with an arbitrary value width.
 
-The op (see DESIGN.md, "correlation_warp") on already-normalised features is
+The op (see docs/design.md, "correlation_warp") on already-normalised features is
 
     S[b, i, j] = alpha * <q[b, i], k[b, j]>,   P = softmax_j(S),   out[b, i] = sum_j P[b, i, j] v[b, j]
 

@@ -250,3 +250,41 @@ def test_no_upper_module_names_a_model():
     hits = [f"{f.relative_to(root)}:{line}: {text!r}" for f in files for line, text in _code_names_and_strings(f)
             if any(n in text.lower() for n in names)]
     assert not hits, "\n".join(hits)
+
+
+def test_an_iterable_source_is_started_where_the_run_is(tmp_path, tiny_model):
+    """Iterable sources (a video reader) shard themselves; the trainer tells them the step."""
+    from torch.utils.data import IterableDataset
+
+    from exsynth.train import TrainConfig, Trainer
+
+    calls = []
+
+    class Stream(IterableDataset):
+        def __init__(self, rank, world_size):
+            self.rank, self.world_size, self.position = rank, world_size, 0
+
+        def start(self, step, batch_size):
+            calls.append((step, batch_size))
+            self.position = step * batch_size * self.world_size + self.rank * batch_size
+
+        def __iter__(self):
+            g = torch.Generator().manual_seed(self.position)
+            while True:
+                idx = torch.randint(0, K, (S, S), generator=g)
+                lab = F.one_hot(idx, K).permute(2, 0, 1).float()
+                yield {"label": lab, "image": lab[:3] * 2 - 1}
+
+    def build(root, *, size, num_classes, split, length, seed, options, rank, world_size):
+        return Stream(rank, world_size)
+
+    registry.register_data_source(DataSourceSpec(name="stream-test", build=build, needs_root=False), replace=True)
+    try:
+        cfg = TrainConfig(model="tinytest", dataset="stream-test", out=str(tmp_path / "r"), size=S, num_classes=K,
+                          batch_size=2, steps=2, checkpoint_every=1)
+        assert Trainer(cfg, quiet=True).run()["step"] == 2
+        resumed = Trainer.resume(tmp_path / "r" / "checkpoints" / "latest.pt", {"steps": 3}, quiet=True)
+        assert resumed.run()["step"] == 3
+        assert calls == [(0, 2), (2, 2)]
+    finally:
+        registry.unregister_data_source("stream-test")

@@ -42,6 +42,14 @@ __all__ = [
 class CoCosNetConfig:
     """Options of CoCosNet. Paper (256 px): width=64, feature_size=64, num_up=5, max_mult=16.
 
+    label_channels: classes of the one-hot input label map (set from the number of classes).
+    image_channels: channels of the exemplar and the output (3).
+    width: base channel width of the adaptors (w, features 4w) and of the generator.
+    patch_size: correlation on k x k patches, 1 or 3 (the released code's match_kernel defaults to 3).
+    alpha: correlation temperature 1/tau (100 in the paper).
+    use_nonlocal: the non-local block before the generator's last upsampling.
+    backend: kernel backend of the fused ops ("auto", "reference", "cpu", "triton", "cuda").
+    use_spectral_norm: spectral norm on the generator's convs (as the paper).
     feature_size: resolution of the correspondence (x_S, y_S, warped exemplar). None means
         input size / 4 (the adaptors' two stride-2 convs); any other value resizes the
         adaptor output to feature_size x feature_size.

@@ -21,7 +21,7 @@ self-reconstruction (x from c and exemplar x) L1 terms (+ optional perceptual te
 
 Notes on choices the paper leaves open or that this package makes:
 - The SPADE layers are `exsynth.nn.PNSPADE` (positional normalisation instead of
-  SPADE's batch norm: the package's only SPADE layer, batch-independent).
+  SPADE's batch norm: batch-independent, and a fused op) inside `exsynth.nn.SPADEResBlock`.
 - The synthesis starts from a conv of the coarsest [F_x1^(L), F_c1^(L)] (no noise z).
 - Label maps are resized with nearest-neighbour interpolation.
 """
@@ -62,14 +62,20 @@ VGG_CHANNELS = (64, 128, 256, 512, 512)
 class MSCANetConfig:
     """Options of MSCA-Net. Paper: 5 scales (L = 4), K = 8,16,16,16,16, VGG19 features.
 
+    label_channels: classes of the one-hot label maps (set from the number of classes).
+    image_channels: channels of the exemplar and the output (3).
+    num_scales: scales of the label / feature pyramid (5 in the paper).
+    masking: the feature-masking gate of each MSCA module (Eq. 7-8).
+    backend: kernel backend of the fused ops ("auto", "reference", "cpu", "triton", "cuda").
     width: base channels of the synthesis decoder (scale i has width * min(2**i, 8) channels)
         and of the light image encoder.
     feature_channels: N, the channels F_x2^(i) is compressed to by W_x^(i) (None -> width).
     label_feature_channels: M1 = M2, channels of F_c^(i) (None -> width).
     ks: number of attention maps K per scale, finest first; len(ks) == num_scales.
     use_vgg: frozen VGG19 (relu1_1..relu5_1) image features; False -> a small trainable
-        conv encoder (tests, light CPU training). vgg_path: local VGG19 weights (see
-        exsynth.nn.load_vgg19); None -> random init with a warning.
+        conv encoder (tests, light CPU training).
+    vgg_path: local VGG19 weights (see exsynth.nn.load_vgg19; set from --vgg); None -> random
+        init with a warning.
     spade_hidden: hidden channels of each PN-SPADE condition encoder.
     attention_logit_scale, attention_matched_init: see exsynth.nn.MSCAModule (1.0 / False
         is the paper's form; both speed up how fast the attention maps specialise).
@@ -533,5 +539,5 @@ SPEC = register_model(ModelSpec(
     visuals=("warped", "correspondence"),
     unstored_prefixes=lambda cfg: ("image_encoder.vgg.",) if cfg.use_vgg and cfg.vgg_path is not None else (),
     presets=PRESETS,
-    description="MSCA-Net (Zheng et al.): masked spatial-channel attention at 5 scales + SPADE synthesis",
+    description="MSCA-Net (Zheng et al., ECCV 2020): masked spatial-channel attention at 5 scales + SPADE synthesis",
 ))

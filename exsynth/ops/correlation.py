@@ -1,5 +1,5 @@
 """correlation_warp, cycle_warp and correlation_match: CoCosNet's
-correspondence layer with the softmax and warp fused (DESIGN.md).
+correspondence layer with the softmax and warp fused (docs/design.md).
 
 The public functions check arguments, build the normalised (B, L, D)
 features in plain PyTorch (O(L*D), autograd through them), and hand the

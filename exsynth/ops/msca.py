@@ -1,5 +1,5 @@
 """msca_attention: MSCA-Net's decoupled spatial-channel attention, fused
-(DESIGN.md; MSCA paper Eq. 4-8). Kernels see (B, N, L) / (B, K, L)."""
+(docs/design.md; MSCA paper Eq. 4-8). Kernels see (B, N, L) / (B, K, L)."""
 from __future__ import annotations
 
 from typing import Optional

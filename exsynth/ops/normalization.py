@@ -1,5 +1,5 @@
 """positional_norm and pn_modulate: PONO and CoCosNet's PN-SPADE modulation,
-fused (DESIGN.md). Kernels see x as (B, C, L) with L = H*W."""
+fused (docs/design.md). Kernels see x as (B, C, L) with L = H*W."""
 from __future__ import annotations
 
 from typing import Optional

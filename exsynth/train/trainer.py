@@ -130,7 +130,7 @@ class _Progress:
 
 
 def _training_state(payload: Dict[str, Any], path) -> Dict[str, Any]:
-    if "train_config" not in payload or "opt_g" not in payload:
+    if "train_config" not in payload or "step" not in payload:
         raise ValueError(f"{path}: holds weights only (no training state); cannot resume from it")
     return payload
 
@@ -193,8 +193,9 @@ class Trainer:
             self._load(resume_from, _payload)
 
     @property
-    def opt_g(self) -> torch.optim.Optimizer:
-        return self.optimizers["opt_g"]
+    def opt_g(self) -> Optional[torch.optim.Optimizer]:
+        """The generator's optimiser under the default key (None when the objective names it otherwise)."""
+        return self.optimizers.get("opt_g")
 
     @property
     def discriminator(self) -> Optional[nn.Module]:
@@ -394,11 +395,13 @@ class Trainer:
         progress = _Progress(cfg.steps, sys.stderr)
         main = self.ctx.is_main
         metrics = writer = None
-        stopped, window_t, window_n = "steps", time.perf_counter(), 0
+        stopped, window_t, window_n, saved_at = "steps", time.perf_counter(), 0, None
         last_loss, session_seconds = math.nan, 0.0
         try:
             t_prev = time.perf_counter()
             for batch in loader:
+                if self.step >= cfg.steps:  # an iterable source does not end by itself
+                    break
                 logs = self.train_step(batch)
                 self.step += 1
                 now = time.perf_counter()
@@ -407,7 +410,10 @@ class Trainer:
                 if metrics is None and main:
                     metrics, writer = self._open_logs()
                 window_n += 1
-                log_now = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                # one process out of time stops them all, at the same step
+                out_of_time = cfg.max_minutes is not None and session_seconds >= cfg.max_minutes * 60
+                out_of_time = not D.all_true(not out_of_time, self.device) if self.ctx.enabled else out_of_time
+                log_now = self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time
                 if log_now and self.ctx.enabled:  # the global batch's losses: mean over processes
                     logs = D.mean_over_processes(logs, self.device)
                 last_loss = logs["G/total"]
@@ -423,9 +429,6 @@ class Trainer:
                         writer.add_scalar("speed/it_per_s", its, self.step)
                     if not self.quiet:
                         progress.update(self.step, last_loss, its, self.train_seconds)
-                # one process out of time stops them all, at the same step
-                out_of_time = cfg.max_minutes is not None and session_seconds >= cfg.max_minutes * 60
-                out_of_time = not D.all_true(not out_of_time, self.device) if self.ctx.enabled else out_of_time
                 if main and (self.step % cfg.image_every == 0 or self.step == cfg.steps or out_of_time):
                     grid = image_grid(self._visuals)
                     write_image(grid, self.out / "samples" / f"step_{self.step:06d}.png")
@@ -433,6 +436,7 @@ class Trainer:
                         writer.add_image("grid/input|exemplar|warped|output|truth", (grid + 1) / 2, self.step)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
+                    saved_at = self.step
                 if out_of_time:
                     stopped = "time"
                     break
@@ -444,7 +448,8 @@ class Trainer:
                 writer.close()
             if not self.quiet:
                 progress.close()
-        self.save()
+        if saved_at != self.step:
+            self.save()
         summary = self._summary(stopped=stopped, loss=last_loss)
         if self.ctx.enabled:
             digest = D.parameter_digest(list(self.model.state_dict().values())
