@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from .imageio import DEFAULT_MAX_PIXELS
 from .options import given_values
 
 __all__ = ["main"]
@@ -116,6 +117,17 @@ def _train_config(args):
         raise UsageError(str(e)) from None
 
 
+def _worker_message(e: BaseException) -> str:
+    """The error itself, not the traceback a DataLoader worker wraps around it: torch re-raises
+    a worker's exception as the same type whose message holds the worker's whole traceback."""
+    msg = str(e)
+    if "Original Traceback" not in msg:
+        return msg
+    last = [line for line in msg.splitlines() if line.strip()][-1].strip()
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
+
+
 def train(args) -> int:
     import torch
 
@@ -151,7 +163,7 @@ def train(args) -> int:
     try:
         summary = trainer.run()
     except (ImageError, ValueError, OSError) as e:  # bad data met while training
-        raise UsageError(f"stopped at step {trainer.step}: {e}", same_on_every_process=False) from None
+        raise UsageError(f"stopped at step {trainer.step}: {_worker_message(e)}", same_on_every_process=False) from None
     except FloatingPointError as e:
         raise UsageError(f"training diverged: {e} (last checkpoint: {trainer.checkpoint_path()})") from None
     if trainer.ctx.is_main:
@@ -232,14 +244,14 @@ def synthesize_cmd(args) -> int:
     loaded = []
     try:
         for stem, lp, ep, elp in jobs:
-            lab = read_label(lp, K)
+            lab = read_label(lp, K, max_pixels=args.max_pixels)
             H, W = lab.shape
             if H % mult or W % mult:
                 raise UsageError(f"{lp}: label map is {H}x{W}; this model needs sides divisible by {mult}")
-            ex_raw = read_image(ep)  # each file decoded once; sizes checked before resizing
+            ex_raw = read_image(ep, max_pixels=args.max_pixels)  # decoded once; sizes checked before resizing
             exl = None
             if elp is not None:
-                raw = read_label(elp, K)
+                raw = read_label(elp, K, max_pixels=args.max_pixels)
                 if tuple(raw.shape) != tuple(ex_raw.shape[1:]):
                     raise UsageError(f"{elp}: exemplar label map is {raw.shape[0]}x{raw.shape[1]} but the exemplar "
                                      f"{ep} is {ex_raw.shape[1]}x{ex_raw.shape[2]}")
@@ -493,6 +505,9 @@ def _parser(model_name=None, source_name=None) -> argparse.ArgumentParser:
     p.add_argument("--correspondence", action="store_true",
                    help="also write NAME_correspondence.png (models that have one)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images above this many pixels, checked from the file header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     p.set_defaults(func=synthesize_cmd)
 
     p = sub.add_parser("eval", help="PSNR / SSIM against exact ground truth, with baselines")

@@ -8,6 +8,7 @@ what was expected, so the CLI can print one line.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageError", "IMAGE_SUFFIXES", "image_format", "read_image", "read_label", "resize_image", "resize_label",
+__all__ = ["ImageError", "LabelRangeError", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS", "check_header", "image_format", "read_image", "read_label", "resize_image", "resize_label",
            "tile_rows",
            "write_image", "write_label",
            "to_uint8", "palette", "colorize_label", "list_images"]
@@ -26,6 +27,11 @@ PathLike = Union[str, os.PathLike]
 
 class ImageError(ValueError):
     """A file that is missing, unreadable, or of the wrong mode / size / class range."""
+
+
+class LabelRangeError(ImageError):
+    """A label map with class ids beyond the classes asked for: a configuration error (the
+    wrong number of classes), never a corrupt file to skip."""
 
 
 def _pil():
@@ -41,17 +47,51 @@ def _pil_ops():
     return ImageOps
 
 
-def _open(path: PathLike):
-    Image = _pil()
+# Images above this many pixels are refused from their header, before decoding: 40 M pixels
+# decode to ~0.5 GB of float32 RGB; a 10000 x 10000 PNG (97 KB on disk) would take 6.7 GB.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def _open(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
+    """Open and decode; the size is checked from the header first (max_pixels None or 0: no limit)."""
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"{p}: no such file")
+    img = _open_header(p)
+    if max_pixels and img.width * img.height > max_pixels:
+        img.close()
+        raise ImageError(f"{p}: image is {img.width}x{img.height} = {img.width * img.height:,} pixels, above the "
+                         f"limit of {max_pixels:,} (--max-pixels raises it)")
     try:
-        img = Image.open(p)
         img.load()
-    except Exception as e:  # PIL raises several types for corrupt / non-image files
+    except Exception as e:
+        img.close()
         raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
     return img
+
+
+def _open_header(p: Path):
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():  # exsynth checks the size itself, against --max-pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(p)  # reads the header only
+    except Exception as e:  # PIL raises several types for corrupt / non-image files
+        raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def check_header(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tuple[int, int]:
+    """(H, W) of an image file from its header alone (cheap); ImageError when it is missing, not
+    an image, or above max_pixels."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such file")
+    with _open_header(p) as img:
+        w, h = img.width, img.height
+    if max_pixels and w * h > max_pixels:
+        raise ImageError(f"{p}: image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
+                         f"(--max-pixels raises it)")
+    return h, w
 
 
 def _check_size(p: PathLike, hw: Tuple[int, int], size: Optional[Tuple[int, int]], what: str) -> None:
@@ -59,10 +99,12 @@ def _check_size(p: PathLike, hw: Tuple[int, int], size: Optional[Tuple[int, int]
         raise ImageError(f"{p}: {what} is {hw[0]}x{hw[1]} (HxW), expected {size[0]}x{size[1]}")
 
 
-def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize: bool = False) -> torch.Tensor:
+def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize: bool = False,
+               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """RGB photo -> float32 (3, H, W) in [-1, 1]. Grayscale and palette images are converted;
-    an alpha channel is dropped. `size` = (H, W): resized (bilinear) when `resize`, else checked."""
-    img = _open(path)
+    an alpha channel is dropped. `size` = (H, W): resized (bilinear) when `resize`, else checked.
+    Files above `max_pixels` are refused from their header (None or 0: no limit)."""
+    img = _open(path, max_pixels)
     if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "I;16", "I"):
         raise ImageError(f"{path}: image mode {img.mode!r} is not a photo (expected RGB, RGBA, L or P)")
     if img.mode in ("I;16", "I"):
@@ -89,10 +131,11 @@ def resize_image(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]] = None, *,
-               resize: bool = False) -> torch.Tensor:
+               resize: bool = False, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Class-index PNG (mode L, P or I; value = class) -> int64 (H, W). RGB label maps are
-    refused: colours do not say which class they are. Values must be < num_classes."""
-    img = _open(path)
+    refused: colours do not say which class they are. Values must be < num_classes. Files
+    above `max_pixels` are refused from their header (None or 0: no limit)."""
+    img = _open(path, max_pixels)
     if img.mode not in ("L", "P", "I", "I;16"):
         raise ImageError(f"{path}: label map has mode {img.mode!r}; expected a single-channel class-index "
                          f"image (mode L, P or I, pixel value = class id)")
@@ -102,7 +145,7 @@ def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]]
     _check_size(path, arr.shape, size, "label map")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= num_classes:
-        raise ImageError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
+        raise LabelRangeError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
                          f"({num_classes} classes)")
     return torch.from_numpy(arr)
 

@@ -426,10 +426,17 @@ def _match_fwd_kernel(Q, K, IDX, BEST, Lq, Lk, D, D_BUCKET, L_BUCKET,
         else:
             s = _dot_tiled(q_base, k_base, offs_m, offs_n, Lq, Lk, D, BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, PREC)
         s = tl.where(offs_n[None, :] < Lk, s, float("-inf"))
-        bmax, barg = tl.max(s, 1, return_indices=True, return_indices_tie_break_left=True)
-        upd = bmax > best  # strict: keeps the first occurrence across blocks
-        best = tl.where(upd, bmax, best)
-        idx = tl.where(upd, barg.to(tl.int32) + n0, idx)
+        # torch.max's order: NaN above every number, the first NaN wins (a NaN query or key)
+        isnan = s != s
+        s_num = tl.where(isnan, float("-inf"), s)
+        bmax, barg = tl.max(s_num, 1, return_indices=True, return_indices_tie_break_left=True)
+        nan_col = tl.min(tl.where(isnan, tl.arange(0, BLOCK_N)[None, :], BLOCK_N), 1)
+        has_nan = nan_col < BLOCK_N
+        best_is_nan = best != best
+        upd = (bmax > best) & (~best_is_nan)  # strict: keeps the first occurrence across blocks
+        take_nan = has_nan & (~best_is_nan)
+        best = tl.where(take_nan, float("nan"), tl.where(upd, bmax, best))
+        idx = tl.where(take_nan, nan_col.to(tl.int32) + n0, tl.where(upd, barg.to(tl.int32) + n0, idx))
 
     m_mask = offs_m < Lq
     tl.store(IDX + b * Lq + offs_m, idx.to(tl.int64), mask=m_mask)

@@ -494,8 +494,9 @@ void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, i
         score_block(Qb.data(), mt, panels[b], j0, ceil_div(nb, Tiles<T>::NR), Sb.data());
         for (int64_t r = 0; r < rows; ++r) {
           const T* s = Sb.data() + r * BN;
+          // torch.max's order: NaN above every number, the first NaN (or maximum) wins
           for (int64_t j = 0; j < nb; ++j)
-            if (s[j] > mx[r]) { mx[r] = s[j]; arg[r] = j0 + j; }
+            if (s[j] > mx[r] || (s[j] != s[j] && mx[r] == mx[r])) { mx[r] = s[j]; arg[r] = j0 + j; }
         }
       }
       for (int64_t r = 0; r < rows; ++r) {

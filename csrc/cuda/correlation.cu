@@ -538,6 +538,10 @@ __global__ void __launch_bounds__(THREADS, 2)
   }
 }
 
+// a ranks above b in torch.max's order (NaN above every number); equal ranks tie.
+__device__ __forceinline__ bool match_above(float a, float b) { return a > b || (isnan(a) && !isnan(b)); }
+__device__ __forceinline__ bool match_same(float a, float b) { return a == b || (isnan(a) && isnan(b)); }
+
 // Grid (ceil(Lq / 64), B); block 128. Block owns queries [i0, i0 + 64).
 template <typename T>
 __global__ void __launch_bounds__(THREADS, 2)
@@ -572,9 +576,10 @@ __global__ void __launch_bounds__(THREADS, 2)
       const int row = 16 * warp + rr;
       const float v0 = lane < kvalid ? sS[row * LDS + lane] : -INFINITY;
       const float v1 = lane + 32 < kvalid ? sS[row * LDS + lane + 32] : -INFINITY;
+      // torch.max's order: NaN above every number (a NaN query or key), first occurrence wins
       float bv = v0;
       int bi = static_cast<int>(j0) + lane;
-      if (v1 > bv) {  // strict: the smaller index wins ties
+      if (match_above(v1, bv)) {  // strict: the smaller index wins ties
         bv = v1;
         bi += 32;
       }
@@ -583,12 +588,12 @@ __global__ void __launch_bounds__(THREADS, 2)
       for (int off = 16; off > 0; off >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
         const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (ov > bv || (ov == bv && oi < bi)) {
+        if (match_above(ov, bv) || (match_same(ov, bv) && oi < bi)) {
           bv = ov;
           bi = oi;
         }
       }
-      if (lane == 0 && bv > sBest[row]) {  // strict: earlier tiles (smaller indices) win ties
+      if (lane == 0 && match_above(bv, sBest[row])) {  // strict: earlier tiles win ties
         sBest[row] = bv;
         sIdx[row] = bi;
       }

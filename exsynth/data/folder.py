@@ -6,23 +6,32 @@ unpaired supervision (pseudo exemplars by distortion of the photo, or crops of o
 """
 from __future__ import annotations
 
+import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
+from ..imageio import ImageError, LabelRangeError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, register_data_source
-from ..imageio import ImageError, list_images, read_image, read_label
 from .synthetic import one_hot
 
 __all__ = ["PairedFolderDataset"]
 
 
 class PairedFolderDataset(Dataset):
-    """(label, image) pairs matched by file stem, resized to `size` (bilinear photo, nearest label)."""
+    """(label, image) pairs matched by file stem, resized to `size` (bilinear photo, nearest label).
 
-    def __init__(self, root, size: Tuple[int, int], num_classes: int):
+    Bad files never stop a long run: every file's header is read up front (cheap; a progress
+    line on large sets) and pairs with a missing, unreadable or oversized file are dropped with
+    one warning each; a file whose data turns out corrupt when drawn is warned about once and
+    replaced by the next good pair (deterministically, so resume still retraces the run). A
+    label id beyond num_classes is a configuration error and stops the run."""
+
+    def __init__(self, root, size: Tuple[int, int], num_classes: int, *, progress: bool = True):
         self.root = Path(root)
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = int(num_classes)
@@ -30,18 +39,52 @@ class PairedFolderDataset(Dataset):
         if not img_dir.is_dir() or not lab_dir.is_dir():
             raise ImageError(f"{self.root}: expected sub-folders images/ and labels/ (class-index PNGs)")
         labels = {p.stem: p for p in list_images(lab_dir, (".png",))}
-        self.pairs = [(labels[p.stem], p) for p in list_images(img_dir) if p.stem in labels]
-        if not self.pairs:
+        pairs = [(labels[p.stem], p) for p in list_images(img_dir) if p.stem in labels]
+        if not pairs:
             raise ImageError(f"{self.root}: no image in images/ has a label PNG of the same name in labels/")
+        self.pairs = self._readable(pairs, progress)
+        if not self.pairs:
+            raise ImageError(f"{self.root}: none of the {len(pairs)} image/label pairs is readable")
+        self._bad: set = set()
+
+    @staticmethod
+    def _readable(pairs, progress: bool):
+        good, t0, shown = [], time.perf_counter(), False
+        for i, (lab, img) in enumerate(pairs):
+            try:
+                check_header(lab)
+                check_header(img)
+                good.append((lab, img))
+            except ImageError as e:
+                warnings.warn(f"skipped: {e}", stacklevel=3)
+            if progress and len(pairs) > 1000 and (i + 1) % 1000 == 0 and time.perf_counter() - t0 > 2:
+                print(f"\rchecking image headers: {i + 1}/{len(pairs)}", end="", file=sys.stderr, flush=True)
+                shown = True
+        if shown:
+            print(file=sys.stderr)
+        return good
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> Dict[str, object]:
+    def _load(self, index: int) -> Dict[str, object]:
         lab_path, img_path = self.pairs[index]
         lab = read_label(lab_path, self.num_classes, self.size, resize=True)
         return {"label": one_hot(lab.numpy(), self.num_classes), "label_index": lab,
                 "image": read_image(img_path, self.size, resize=True), "index": int(index)}
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        for step in range(len(self.pairs)):
+            i = (index + step) % len(self.pairs)
+            try:
+                return self._load(i)
+            except LabelRangeError:  # the wrong number of classes: not a bad file
+                raise
+            except ImageError as e:
+                if i not in self._bad:
+                    self._bad.add(i)
+                    warnings.warn(f"skipped: {e}", stacklevel=2)
+        raise ImageError(f"{self.root}: no readable image/label pair left")
 
 
 def _build_folder(root, *, size, num_classes, split, length, seed, options, rank, world_size):

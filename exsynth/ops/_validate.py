@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 _FINITE_CHECKS = True
@@ -60,7 +62,8 @@ def dim_equal(op: str, what: str, name_a: str, a: int, name_b: str, b: int) -> N
 
 
 def positive_finite(op: str, name: str, x) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    # numbers.Real takes numpy scalars (np.float32 is not a float) but not bools or tensors
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{op}: {name} must be a number, got {type(x).__name__}")
     x = float(x)
     if not math.isfinite(x) or x <= 0:
@@ -76,6 +79,10 @@ def finite(op: str, **tensors: torch.Tensor) -> None:
     bool temporary of isfinite(t).all(), which costs ~25x more on the CPU.
     """
     if not _FINITE_CHECKS or torch.compiler.is_compiling():
+        return
+    # meta (and fake) tensors hold no values: nothing to scan, their shapes flow on
+    tensors = {n: t for n, t in tensors.items() if t.device.type != "meta"}
+    if not tensors:
         return
     names = list(tensors)
     extremes = torch.stack([torch.stack(torch.aminmax(t.detach())).to(torch.float64)

@@ -218,6 +218,12 @@ class Trainer:
         as a pre-training phase, needs it; several generator calls per step work either way);
         a discriminator step uses every discriminator parameter."""
         from torch.nn.parallel import DistributedDataParallel as DDP
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                     for net in [self.model, *self.discriminators.values()] for m in net.modules())
+        if has_bn and self.device.type != "cuda" and self.ctx.is_main:
+            import warnings  # torch's SyncBatchNorm runs on GPUs only
+            warnings.warn("batch norm under multi-process CPU training: each process normalises over its own "
+                          "share of the batch (SyncBatchNorm needs GPUs)", stacklevel=2)
         if self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             for name in list(self.discriminators):
