@@ -34,27 +34,28 @@ PYBIND11_MODULE(_C, m) {
           if (dbl)
             attention_forward<double>(P<double>(q), P<double>(k), P<double>(v), P<double>(out),
                                       P<double>(lse), B, Lq, Lk, D, Cv, alpha, nthreads);
-          else
+          else  // lse is float64 for every dtype
             attention_forward<float>(P<float>(q), P<float>(k), P<float>(v), P<float>(out),
-                                     P<float>(lse), B, Lq, Lk, D, Cv, float(alpha), nthreads);
+                                     P<double>(lse), B, Lq, Lk, D, Cv, float(alpha), nthreads);
         });
 
   m.def("corr_attention_backward",
-        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t lse,
-           std::uintptr_t delta, std::uintptr_t dout, std::uintptr_t dq, std::uintptr_t dk,
-           std::uintptr_t dv, int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Cv,
-           double alpha, const std::string& dtype, int nthreads) {
+        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t out,
+           std::uintptr_t lse, std::uintptr_t dlse, std::uintptr_t dout, std::uintptr_t dq,
+           std::uintptr_t dk, std::uintptr_t dv, int64_t B, int64_t Lq, int64_t Lk, int64_t D,
+           int64_t Cv, double alpha, const std::string& dtype, int nthreads) {
           const bool dbl = is_double(dtype);
           py::gil_scoped_release nogil;
           if (dbl)
-            attention_backward<double>(P<double>(q), P<double>(k), P<double>(v), P<double>(lse),
-                                       P<double>(delta), P<double>(dout), P<double>(dq),
-                                       P<double>(dk), P<double>(dv), B, Lq, Lk, D, Cv, alpha,
-                                       nthreads);
+            attention_backward<double>(P<double>(q), P<double>(k), P<double>(v), P<double>(out),
+                                       P<double>(lse), P<double>(dlse), P<double>(dout),
+                                       P<double>(dq), P<double>(dk), P<double>(dv), B, Lq, Lk, D,
+                                       Cv, alpha, nthreads);
           else
-            attention_backward<float>(P<float>(q), P<float>(k), P<float>(v), P<float>(lse),
-                                      P<float>(delta), P<float>(dout), P<float>(dq), P<float>(dk),
-                                      P<float>(dv), B, Lq, Lk, D, Cv, float(alpha), nthreads);
+            attention_backward<float>(P<float>(q), P<float>(k), P<float>(v), P<float>(out),
+                                      P<double>(lse), P<float>(dlse), P<float>(dout), P<float>(dq),
+                                      P<float>(dk), P<float>(dv), B, Lq, Lk, D, Cv, float(alpha),
+                                      nthreads);
         });
 
   m.def("corr_match_forward",

@@ -15,8 +15,8 @@ Kernels
 * ``_attn_fwd_kernel``   grid (cdiv(Lq, BLOCK_M), B): online softmax over key blocks
   (exp2 with log2(e) folded into the scale), fp32 accumulator BLOCK_M x CV_PAD, writes out and
   the natural-log log-sum-exp.
-* ``_attn_bwd_dq_kernel`` grid (cdiv(Lq, BLOCK_M), B): given delta = rowsum(dO * O) (computed
-  by the caller), for each key block recomputes S, P = exp(S - lse),
+* ``_attn_bwd_dq_kernel`` grid (cdiv(Lq, BLOCK_M), B): with delta = rowsum(dO * O) - dlse (formed
+  in the kernel, see _delta_like_dp), for each key block recomputes S, P = exp(S - lse) (lse float64, split in two),
   dP = dO V^T, dS = P (dP - delta), and adds alpha * dS K to the program-owned dQ rows.
 * ``_attn_bwd_dkdv_kernel`` grid (cdiv(Lk, BLOCK_N), B): for each query block recomputes
   S^T, P^T, accumulates dV += P^T dO in registers and adds alpha * dS^T Q to the program-owned
@@ -257,7 +257,8 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale, D_BUCKET, L_BUCKE
     m_mask = offs_m < Lq
     tl.store(o_base + offs_m[:, None] * Cv + offs_c[None, :], out.to(O.dtype.element_ty),
              mask=m_mask[:, None] & c_mask[None, :])
-    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
+    # float64: |lse| ~ alpha, and the backward rebuilds P from it (see _split_lse2)
+    lse = (m_i.to(tl.float64) + tl.log2(l_i).to(tl.float64)) * 0.6931471805599453
     tl.store(lse_base + offs_m, lse, mask=m_mask)
 
 
@@ -266,9 +267,33 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, Lq, Lk, D, Cv, qk_scale, D_BUCKET, L_BUCKE
 # --------------------------------------------------------------------------------------------
 
 
+@triton.jit
+def _delta_like_dp(do, o, dlse_ptr, offs_m, m_mask, PREC: tl.constexpr, ROWS_FIRST: tl.constexpr):
+    """delta_i = dO_i . out_i - dlse_i, by the same kind of dot as dP (dO v^T in the dq kernel,
+    v dO^T in the dk/dv kernel), read off the diagonal: where a row is one-hot (out == v_j)
+    dP_ij - delta_i is then exactly 0, as in the oracle's softmax backward."""
+    if ROWS_FIRST:
+        dd = tl.dot(do, tl.trans(o), input_precision=PREC)   # [i, i'] = dO_i . out_i'
+    else:
+        dd = tl.dot(o, tl.trans(do), input_precision=PREC)   # [i', i] = out_i' . dO_i
+    eye = offs_m[:, None] == offs_m[None, :]
+    delta = tl.sum(tl.where(eye, dd, 0.0), 1)
+    return delta - tl.load(dlse_ptr + offs_m, mask=m_mask, other=0.0)
+
+
+@triton.jit
+def _split_lse2(lse64):
+    """The float64 natural-log lse as hi + lo float32 log2 parts: P = exp2((t - hi) - lo) keeps
+    float32 accuracy where exp2(t - lse2) in one float32 would lose log2(|lse2|) bits."""
+    lse2 = lse64 * 1.4426950408889634
+    hi = lse2.to(tl.float32)
+    lo = (lse2 - hi.to(tl.float64)).to(tl.float32)
+    return hi, lo
+
+
 @triton.autotune(configs=_DQ_CONFIGS, key=_KEY, prune_configs_by=_pruner("dq"))
 @triton.jit
-def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_scale, alpha, D_BUCKET, L_BUCKET,
+def _attn_bwd_dq_kernel(Q, K, V, O, DO, LSE, DLSE, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_scale, alpha, D_BUCKET, L_BUCKET,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
                         ACC_IS_OUT: tl.constexpr, PREC: tl.constexpr):
@@ -287,11 +312,11 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_s
     m_mask = offs_m < Lq
     c_mask = offs_c < Cv
 
-    # delta_i = sum_c dO[i, c] * O[i, c] (minus any gradient of lse), given by the caller
     mc_mask = m_mask[:, None] & c_mask[None, :]
     do = tl.load(do_base + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
-    delta = tl.load(DELTA + b * Lq + offs_m, mask=m_mask, other=0.0)
-    lse2 = tl.load(LSE + b * Lq + offs_m, mask=m_mask, other=0.0) * 1.4426950408889634
+    o = tl.load(O + b * Lq * Cv + offs_m[:, None] * Cv + offs_c[None, :], mask=mc_mask, other=0.0)
+    delta = _delta_like_dp(do, o, DLSE + b * Lq, offs_m, m_mask, PREC, True)
+    lse_hi, lse_lo = _split_lse2(tl.load(LSE + b * Lq + offs_m, mask=m_mask, other=0.0))
 
     if SINGLE_D:
         q = _load_rows(q_base, offs_m, offs_d, Lq, D, EVEN_D)
@@ -304,8 +329,9 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_s
             s = tl.dot(q, tl.trans(k), input_precision=PREC)
         else:
             s = _dot_tiled(q_base, k_base, offs_m, offs_n, Lq, Lk, D, BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, PREC)
-        p = tl.exp2(s * qk_scale - lse2[:, None])
-        p = tl.where(offs_n[None, :] < Lk, p, 0.0)
+        # the forward's logits, rounded alike (no FMA into the subtraction)
+        t = tl.where(offs_n[None, :] < Lk, s * qk_scale, float("-inf"))
+        p = tl.exp2((t - lse_hi[:, None]) - lse_lo[:, None])
         v = tl.load(v_base + offs_n[:, None] * Cv + offs_c[None, :],
                     mask=(offs_n[:, None] < Lk) & c_mask[None, :], other=0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
@@ -330,7 +356,7 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DQ_ACC, Lq, Lk, D, Cv, qk_s
 
 @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by=_pruner("dkdv"))
 @triton.jit
-def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
+def _attn_bwd_dkdv_kernel(Q, K, V, O, DO, LSE, DLSE, DK, DV, DK_ACC, Lq, Lk, D, Cv, qk_scale, alpha,
                           D_BUCKET, L_BUCKET,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                           CV_PAD: tl.constexpr, SINGLE_D: tl.constexpr, EVEN_D: tl.constexpr,
@@ -345,7 +371,7 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv
     dv_base = DV + b * Lk * Cv
     dka_base = DK_ACC + b * Lk * D
     lse_base = LSE + b * Lq
-    delta_base = DELTA + b * Lq
+    o_base = O + b * Lq * Cv
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_c = tl.arange(0, CV_PAD)
@@ -367,12 +393,15 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, DK_ACC, Lq, Lk, D, Cv
             st = tl.dot(k, tl.trans(q), input_precision=PREC)
         else:
             st = _dot_tiled(k_base, q_base, offs_n, offs_m, Lk, Lq, D, BLOCK_N, BLOCK_M, BLOCK_D, EVEN_D, PREC)
-        lse2 = tl.load(lse_base + offs_m, mask=m_mask, other=0.0) * 1.4426950408889634
-        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
-        pt = tl.exp2(st * qk_scale - lse2[None, :])
+        lse_hi, lse_lo = _split_lse2(tl.load(lse_base + offs_m, mask=m_mask, other=0.0))
+        tt = tl.where(n_mask[:, None], st * qk_scale, float("-inf"))
+        pt = tl.exp2((tt - lse_hi[None, :]) - lse_lo[None, :])
         pt = tl.where(m_mask[None, :], pt, 0.0)
         do = tl.load(do_base + offs_m[:, None] * Cv + offs_c[None, :],
                      mask=m_mask[:, None] & c_mask[None, :], other=0.0)
+        o = tl.load(o_base + offs_m[:, None] * Cv + offs_c[None, :],
+                    mask=m_mask[:, None] & c_mask[None, :], other=0.0)
+        delta = _delta_like_dp(do, o, DLSE + b * Lq, offs_m, m_mask, PREC, False)
         dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
         dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
         dst = (pt * (dpt - delta[None, :])).to(Q.dtype.element_ty)
@@ -474,13 +503,13 @@ def _check(*ts):
 
 
 def attention_forward(q, k, v, alpha=100.0):
-    """out (B, Lq, Cv) in q.dtype and lse (B, Lq) float32 (natural log) of softmax(alpha q k^T) v."""
+    """out (B, Lq, Cv) in q.dtype and lse (B, Lq) float64 (natural log) of softmax(alpha q k^T) v."""
     _check(q, k, v)
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     assert k.shape == (B, Lk, D) and v.shape[:2] == (B, Lk) and 1 <= Cv <= 256
     out = torch.empty((B, Lq, Cv), device=q.device, dtype=q.dtype)
-    lse = torch.empty((B, Lq), device=q.device, dtype=torch.float32)
+    lse = torch.empty((B, Lq), device=q.device, dtype=torch.float64)
     BLOCK_D, single, even = _d_tiling(D, q.dtype)
     CV_PAD = max(16, triton.next_power_of_2(Cv))
     grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
@@ -492,15 +521,16 @@ def attention_forward(q, k, v, alpha=100.0):
     return out, lse
 
 
-def attention_backward(q, k, v, lse, delta, dout, alpha=100.0):
+def attention_backward(q, k, v, out, lse, dlse, dout, alpha=100.0):
     """(dq, dk, dv) of attention_forward, flash-attention-2 style (recomputes P, no Lq x Lk).
 
-    delta (B, Lq) float32 = sum_c dout * out, minus the gradient of lse if lse
-    is differentiated too (d lse_i / d s_ij = P_ij enters at the same place).
+    out, lse (B, Lq) float64: attention_forward's outputs; dlse (B, Lq) float32: the gradient
+    arriving on lse (zeros when only out is differentiated). The kernels form delta =
+    rowsum(dout * out) - dlse themselves (d lse_i / d s_ij = P_ij enters at the same place).
     """
-    _check(q, k, v, dout)
-    assert lse.is_contiguous() and lse.dtype == torch.float32
-    assert delta.is_contiguous() and delta.dtype == torch.float32
+    _check(q, k, v, dout, out)
+    lse = lse.to(torch.float64).contiguous()
+    dlse = dlse.to(torch.float32).contiguous()
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     BLOCK_D, single, even = _d_tiling(D, q.dtype)
@@ -522,11 +552,11 @@ def attention_backward(q, k, v, lse, delta, dout, alpha=100.0):
     grid_q = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B)
     grid_k = lambda meta: (triton.cdiv(Lk, meta["BLOCK_N"]), B)
     with on_device(q):
-        _attn_bwd_dq_kernel[grid_q](q, k, v, dout, lse, delta, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+        _attn_bwd_dq_kernel[grid_q](q, k, v, out, dout, lse, dlse, dq, dq_acc, Lq, Lk, D, Cv, qk_scale, alpha,
                                     _np2(D), _np2(B * Lq),
                                     BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
                                     ACC_IS_OUT=acc_is_out, PREC=prec)
-        _attn_bwd_dkdv_kernel[grid_k](q, k, v, dout, lse, delta, dk, dv, dk_acc, Lq, Lk, D, Cv, qk_scale, alpha,
+        _attn_bwd_dkdv_kernel[grid_k](q, k, v, out, dout, lse, dlse, dk, dv, dk_acc, Lq, Lk, D, Cv, qk_scale, alpha,
                                       _np2(D), _np2(B * Lk),
                                       BLOCK_D=BLOCK_D, CV_PAD=CV_PAD, SINGLE_D=single, EVEN_D=even,
                                       ACC_IS_OUT=acc_is_out, PREC=prec)

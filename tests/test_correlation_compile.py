@@ -30,9 +30,9 @@ def test_opcheck_attention_backward_and_match():
     v = torch.randn(1, 8, 2)
     out, lse = torch.ops.exsynth.corr_attention(q, k, v, 10.0, "cpu", False)
     dout = torch.randn_like(out)
-    delta = (dout * out).sum(-1)
+    dlse = torch.randn(lse.shape)
     torch.library.opcheck(torch.ops.exsynth.corr_attention_backward.default,
-                          (q, k, v, lse, delta, dout, 10.0, "cpu"))
+                          (q, k, v, out, lse, dlse, dout, 10.0, "cpu"))
     torch.library.opcheck(torch.ops.exsynth.corr_match.default, (q, k, "cpu", False))
 
 

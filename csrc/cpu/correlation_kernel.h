@@ -7,7 +7,7 @@
 //
 // Included by isa_<name>.cpp (via instantiate.h) inside namespace exsynth::cpu::<isa>
 // after simd.h. Layouts (all row-major, contiguous):
-//   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv), out (B, Lq, Cv), lse (B, Lq).
+//   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv), out (B, Lq, Cv), lse (B, Lq) float64.
 
 template <typename T> struct Tiles {
   static constexpr int W = Simd<T>::W;
@@ -148,19 +148,29 @@ static void copy_rows_padded(const T* X, int64_t rows, int64_t cols, int64_t pad
 // to NR columns, which would cost NR/CV times the useful flops).
 // s: the row's scores for ncol keys (masked tail = -inf); vt: v^T rows of
 // length ldv starting at this block's first key, zero past Lk.
+template <typename T>
+static inline void scale_row(T* s, int64_t ncol, T alpha) {
+  // The logits alpha*s, rounded and stored once: forward and backward subtract the row max
+  // from the same numbers (no FMA contracts the product into the subtraction), so the
+  // largest logit gives exactly exp(0) = 1 in both and a one-hot row stays exactly one-hot.
+  typedef Simd<T> S;
+  for (int64_t j = 0; j < ncol; j += S::W) S::store(s + j, S::load(s + j) * alpha);
+}
+
 template <typename T, int CV>
-static inline void softmax_row_small_cv(const T* s, int64_t ncol, T alpha, const T* vt, int64_t ldv,
+static inline void softmax_row_small_cv(T* s, int64_t ncol, T alpha, const T* vt, int64_t ldv,
                                         T& m, T& l, T* o) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
   constexpr int W = S::W;
+  scale_row(s, ncol, alpha);
   vec vm = S::load(s);
   for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
-  const T m_new = std::max(m, alpha * S::hmax(vm));
+  const T m_new = std::max(m, S::hmax(vm));
   vec vs = S::splat(0), acc[CV];
   for (int c = 0; c < CV; ++c) acc[c] = S::splat(0);
   for (int64_t j = 0; j < ncol; j += W) {
-    const vec p = vexp<T>(S::load(s + j) * alpha - m_new);
+    const vec p = vexp<T>(S::load(s + j) - m_new);
     vs += p;
 #pragma GCC unroll 8
     for (int c = 0; c < CV; ++c) acc[c] += p * S::load(vt + c * ldv + j);
@@ -172,7 +182,7 @@ static inline void softmax_row_small_cv(const T* s, int64_t ncol, T alpha, const
 }
 
 template <typename T>
-using SmallCvRow = void (*)(const T*, int64_t, T, const T*, int64_t, T&, T&, T*);
+using SmallCvRow = void (*)(T*, int64_t, T, const T*, int64_t, T&, T&, T*);
 
 template <typename T>
 static SmallCvRow<T> small_cv_row(int64_t Cv) {
@@ -200,28 +210,35 @@ static std::vector<T> transpose_values(const T* v, int64_t B, int64_t Lk, int64_
   return vt;
 }
 
-// Backward of one query row for a small value width CV, fused: P, dP = dO v^T,
-// alpha dS = alpha P (dP - delta) into ds, and dv^T += dO^T P into dvt, with
-// no GEMM padded to NR columns and no transposed copy of P.
+// Backward of one query row for a small value width CV, fused: P, dP - delta, alpha dS =
+// alpha P (dP - delta) into ds, and dv^T += dO^T P into dvt, with no GEMM padded to NR
+// columns and no transposed copy of P. P = exp((alpha s - lse_hi) - lse_lo) with the
+// float64 log-sum-exp split into two parts: exp(alpha s - lse) in one rounded float
+// would lose log2(|lse|) ~ log2(alpha) bits. dP_j - delta is formed as dO . (v_j - out)
+// + dlse, which is exactly 0 where a row is one-hot (v_j == out), as the oracle's softmax
+// backward is; dO . v_j - dO . out would leave alpha times a rounding error there.
 template <typename T, int CV>
-static inline void backward_row_small_cv(const T* s, T* ds, int64_t ncol, T alpha, T lse, T delta,
-                                         const T* dO, const T* vt, T* dvt, int64_t ldv) {
+static inline void backward_row_small_cv(T* s, T* ds, int64_t ncol, T alpha, T lse_hi, T lse_lo,
+                                         T dlse, const T* dO, const T* out, const T* vt, T* dvt,
+                                         int64_t ldv) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
+  scale_row(s, ncol, alpha);
   for (int64_t j = 0; j < ncol; j += S::W) {
-    const vec p = vexp<T>(S::load(s + j) * alpha - lse);
-    vec dp = S::splat(0);
+    const vec p = vexp<T>((S::load(s + j) - lse_hi) - lse_lo);
+    vec dp = S::splat(dlse);
 #pragma GCC unroll 8
     for (int c = 0; c < CV; ++c) {
-      dp += dO[c] * S::load(vt + c * ldv + j);
+      dp += dO[c] * (S::load(vt + c * ldv + j) - out[c]);
       S::store(dvt + c * ldv + j, S::load(dvt + c * ldv + j) + p * dO[c]);
     }
-    S::store(ds + j, p * (dp - delta) * alpha);
+    S::store(ds + j, p * dp * alpha);
   }
 }
 
 template <typename T>
-using SmallCvBackwardRow = void (*)(const T*, T*, int64_t, T, T, T, const T*, const T*, T*, int64_t);
+using SmallCvBackwardRow = void (*)(T*, T*, int64_t, T, T, T, T, const T*, const T*, const T*, T*,
+                                    int64_t);
 
 template <typename T>
 static SmallCvBackwardRow<T> small_cv_backward_row(int64_t Cv) {
@@ -239,7 +256,7 @@ static SmallCvBackwardRow<T> small_cv_backward_row(int64_t Cv) {
 }
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B,
+void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, int64_t B,
                        int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
@@ -284,12 +301,13 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64
         for (int64_t r = 0; r < rows; ++r) {
           T* s = Sb.data() + r * BN;
           for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
+          scale_row(s, ncol, alpha);
           vec vm = S::load(s);
           for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
-          const T m_new = std::max(m[r], alpha * S::hmax(vm));
+          const T m_new = std::max(m[r], S::hmax(vm));
           vec vs = S::splat(0);
           for (int64_t j = 0; j < ncol; j += W) {
-            const vec p = vexp<T>(S::load(s + j) * alpha - m_new);
+            const vec p = vexp<T>(S::load(s + j) - m_new);
             S::store(s + j, p);
             vs += p;
           }
@@ -311,16 +329,19 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64
         const T inv = T(1) / l[r];
         T* dst = out + (b * Lq + i0 + r) * Cv;
         for (int64_t c = 0; c < Cv; ++c) dst[c] = Ob[r * Cvp + c] * inv;
-        lse[b * Lq + i0 + r] = m[r] + std::log(l[r]);
+        // in float64: |lse| ~ alpha, and the backward rebuilds P from it
+        lse[b * Lq + i0 + r] = double(m[r]) + std::log(double(l[r]));
       }
     }
   }
 }
 
+// out: the forward's output; lse: its float64 log-sum-exp; dlse: the gradient arriving on
+// lse (zeros when only out is differentiated).
 template <typename T>
-void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* delta,
-                        const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq, int64_t Lk,
-                        int64_t D, int64_t Cv, T alpha, int nthreads) {
+void attention_backward(const T* q, const T* k, const T* v, const T* out, const double* lse,
+                        const T* dlse, const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq,
+                        int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
   constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
@@ -361,7 +382,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
       dvt.assign(dv_size, T(0));
       std::vector<T> Qb(BM * D), dOb(BM * Cv), Qd(Dp * BM), dOd(Cvp * BM), dQb(BM * Dp);
       std::vector<T> Sb(BM * BN), dPb(BM * BN), dSt(BNt * BM), Pt(BNt * BM);
-      std::vector<T> lse_b(BM), delta_b(BM);
+      std::vector<T> lse_hi(BM), lse_lo(BM), dlse_b(BM), delta_b(BM), out_b(BM * Cv);
+      std::vector<T> outP(small_row ? 0 : Cv * NR), dOut(MR * NR);
 #pragma omp for schedule(static)
       for (int64_t qb = 0; qb < n_qblk; ++qb) {
         const int64_t i0 = qb * BM;
@@ -370,9 +392,26 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
         copy_rows_padded(dout + (b * Lq + i0) * Cv, rows, Cv, BMr, dOb.data());
         for (int64_t p = 0; p * NR < D; ++p) pack_col_panel(Qb.data(), BMr, D, D, p * NR, Qd.data() + p * BMr * NR);
         for (int64_t p = 0; p * NR < Cv; ++p) pack_col_panel(dOb.data(), BMr, Cv, Cv, p * NR, dOd.data() + p * BMr * NR);
+        copy_rows_padded(out + (b * Lq + i0) * Cv, rows, Cv, rows, out_b.data());
         for (int64_t r = 0; r < rows; ++r) {
-          lse_b[r] = lse[b * Lq + i0 + r];
-          delta_b[r] = delta[b * Lq + i0 + r];
+          const double L = lse[b * Lq + i0 + r];
+          lse_hi[r] = T(L);
+          lse_lo[r] = T(L - double(lse_hi[r]));
+          dlse_b[r] = dlse[b * Lq + i0 + r];
+        }
+        if (!small_row) {
+          // delta = dO . out - dlse for the GEMM path (the small-Cv path forms dP - delta
+          // itself), computed by the same micro-kernel as dP = dO . v^T, with the tile's out
+          // rows as the panel's columns: where a row is one-hot (out == v_j bitwise) delta then
+          // equals that dP_j bitwise and dS_j is exactly 0, as in the oracle's softmax backward.
+          for (int64_t it = 0; it < mt; ++it) {
+            std::fill(outP.begin(), outP.end(), T(0));
+            for (int rr = 0; rr < MR && it * MR + rr < rows; ++rr)
+              for (int64_t c = 0; c < Cv; ++c) outP[c * NR + rr] = out_b[(it * MR + rr) * Cv + c];
+            micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv, outP.data(), dOut.data(), NR, false);
+            for (int rr = 0; rr < MR && it * MR + rr < rows; ++rr)
+              delta_b[it * MR + rr] = dOut[rr * NR + rr] - dlse_b[it * MR + rr];
+          }
         }
         std::fill(dQb.begin(), dQb.end(), T(0));
         for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
@@ -388,8 +427,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
                 continue;
               }
               for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-              small_row(s, ds, ncol, alpha, lse_b[r], delta_b[r], dOb.data() + r * Cv,
-                        vt.data() + b * Cv * Lkb + j0, dvt.data() + j0, Lkb);
+              small_row(s, ds, ncol, alpha, lse_hi[r], lse_lo[r], dlse_b[r], dOb.data() + r * Cv,
+                        out_b.data() + r * Cv, vt.data() + b * Cv * Lkb + j0, dvt.data() + j0, Lkb);
             }
           } else {
           // dP = dO . v^T
@@ -398,7 +437,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
               micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv,
                               kp.vt.data() + (j0 / NR + jp) * Cv * NR,
                               dPb.data() + it * MR * BN + jp * NR, BN, false);
-          // P = exp(alpha s - lse) into Sb; alpha * dS = alpha P (dP - delta) into dPb.
+          // P = exp((alpha s - lse_hi) - lse_lo) into Sb; alpha * dS = alpha P (dP - delta) into dPb.
           for (int64_t r = 0; r < BMr; ++r) {
             T* s = Sb.data() + r * BN;
             T* dp = dPb.data() + r * BN;
@@ -408,9 +447,10 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
               continue;
             }
             for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-            const T lr = lse_b[r], dr = delta_b[r];
+            scale_row(s, ncol, alpha);
+            const T hi = lse_hi[r], lo = lse_lo[r], dr = delta_b[r];
             for (int64_t j = 0; j < ncol; j += W) {
-              const vec p = vexp<T>(S::load(s + j) * alpha - lr);
+              const vec p = vexp<T>((S::load(s + j) - hi) - lo);
               S::store(s + j, p);
               S::store(dp + j, p * (S::load(dp + j) - dr) * alpha);
             }

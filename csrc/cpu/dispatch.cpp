@@ -61,17 +61,17 @@ void set_isa(const std::string& name) {
 #endif
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B, int64_t Lq,
-                       int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, int64_t B,
+                       int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
   EXSYNTH_ISA_SWITCH(attention_forward<T>(q, k, v, out, lse, B, Lq, Lk, D, Cv, alpha, nthreads))
 }
 
 template <typename T>
-void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* delta,
-                        const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq, int64_t Lk,
-                        int64_t D, int64_t Cv, T alpha, int nthreads) {
-  EXSYNTH_ISA_SWITCH(attention_backward<T>(q, k, v, lse, delta, dout, dq, dk, dv, B, Lq, Lk, D,
-                                           Cv, alpha, nthreads))
+void attention_backward(const T* q, const T* k, const T* v, const T* out, const double* lse,
+                        const T* dlse, const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq,
+                        int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+  EXSYNTH_ISA_SWITCH(attention_backward<T>(q, k, v, out, lse, dlse, dout, dq, dk, dv, B, Lq, Lk,
+                                           D, Cv, alpha, nthreads))
 }
 
 template <typename T>

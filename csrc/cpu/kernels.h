@@ -22,12 +22,12 @@
 #define EXSYNTH_DECLARE_CPU_KERNELS(ISA)                                                        \
   namespace exsynth { namespace cpu { namespace ISA {                                          \
   template <typename T>                                                                        \
-  void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B,        \
+  void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, int64_t B,   \
                          int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads); \
   template <typename T>                                                                        \
-  void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* delta,    \
-                          const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq,           \
-                          int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads);           \
+  void attention_backward(const T* q, const T* k, const T* v, const T* out, const double* lse, \
+                          const T* dlse, const T* dout, T* dq, T* dk, T* dv, int64_t B,        \
+                          int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads); \
   template <typename T>                                                                        \
   void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, int64_t Lq,   \
                      int64_t Lk, int64_t D, int nthreads);                                     \
@@ -43,11 +43,11 @@ EXSYNTH_DECLARE_CPU_KERNELS(avx512)
 // Explicit instantiations of every kernel for one scalar type, in the current
 // namespace: each ISA translation unit and the dispatcher use the same list.
 #define EXSYNTH_INSTANTIATE_KERNELS(T)                                                        \
-  template void attention_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
-                                     int64_t, int64_t, int64_t, T, int);                       \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*,         \
-                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
-                                      int64_t, T, int);                                         \
+  template void attention_forward<T>(const T*, const T*, const T*, T*, double*, int64_t,        \
+                                     int64_t, int64_t, int64_t, int64_t, T, int);              \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const double*,    \
+                                      const T*, const T*, T*, T*, T*, int64_t, int64_t, int64_t, \
+                                      int64_t, int64_t, T, int);                                \
   template void match_forward<T>(const T*, const T*, int64_t*, T*, int64_t, int64_t, int64_t,  \
                                  int64_t, int);                                                 \
   template void pono_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,    \

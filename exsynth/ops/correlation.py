@@ -51,21 +51,24 @@ def _corr_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: fl
     return _dispatch.implementation(backend).attention_forward(q, k, v, alpha)
 
 
+# The log-sum-exp carried from forward to backward is float64 for every input dtype: its
+# magnitude is ~alpha, so a float32 lse would leave the rebuilt P = exp(alpha s - lse) only
+# log2(alpha) bits short of float32 (rows summing to 1 within 1e-3 at alpha = 1e4).
 @_corr_attention.register_fake
 def _(q, k, v, alpha, backend, check_finite):
     B, Lq, _ = q.shape
-    return q.new_empty(B, Lq, v.shape[2]), q.new_empty(B, Lq, dtype=_validate.accum_dtype(q.dtype))
+    return q.new_empty(B, Lq, v.shape[2]), q.new_empty(B, Lq, dtype=torch.float64)
 
 
 @torch.library.custom_op("exsynth::corr_attention_backward", mutates_args=())
-def _corr_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lse: torch.Tensor,
-                             delta: torch.Tensor, dout: torch.Tensor, alpha: float,
+def _corr_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                             lse: torch.Tensor, dlse: torch.Tensor, dout: torch.Tensor, alpha: float,
                              backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _dispatch.implementation(backend).attention_backward(q, k, v, lse, delta, dout, alpha)
+    return _dispatch.implementation(backend).attention_backward(q, k, v, out, lse, dlse, dout, alpha)
 
 
 @_corr_attention_backward.register_fake
-def _(q, k, v, lse, delta, dout, alpha, backend):
+def _(q, k, v, out, lse, dlse, dout, alpha, backend):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -80,13 +83,13 @@ def _attention_backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    # delta_i = sum_c dO_ic O_ic; a gradient on lse enters the same place,
-    # since d lse_i / d S_ij = P_ij (flash-attention's D term).
-    delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1)
-    if grad_lse is not None:
-        delta = delta - grad_lse
-    dq, dk, dv = _corr_attention_backward(q, k, v, lse, delta.contiguous(),
-                                          grad_out.contiguous(), ctx.alpha, ctx.backend)
+    # dS_ij = P_ij (dP_ij - delta_i), delta_i = sum_c dO_ic O_ic - dlse_i (d lse_i / d S_ij =
+    # P_ij: flash-attention's D term). Backends form delta from out and dlse themselves, so
+    # that dP - delta can cancel exactly where a row is one-hot.
+    acc = _validate.accum_dtype(q.dtype)
+    dlse = torch.zeros(lse.shape, dtype=acc, device=lse.device) if grad_lse is None else grad_lse.to(acc)
+    dq, dk, dv = _corr_attention_backward(q, k, v, out, lse, dlse.contiguous(), grad_out.contiguous(),
+                                          ctx.alpha, ctx.backend)
     return dq, dk, dv, None, None, None
 
 
@@ -157,8 +160,8 @@ def _warp(op, query, key, value, alpha, patch_size, center, backend, return_lse)
     v = value.flatten(2).transpose(1, 2).to(dtype).contiguous()
     out, lse = _corr_attention(q, k, v, alpha, name, _validate.in_op_checks())
     out = out.transpose(1, 2).reshape(B, -1, Hq, Wq).to(value.dtype)
-    if return_lse:
-        return out, lse.reshape(B, Hq, Wq)
+    if return_lse:  # the user's lse in the usual statistics dtype (float32 unless float64 inputs)
+        return out, lse.reshape(B, Hq, Wq).to(_validate.accum_dtype(query.dtype))
     return out
 
 

@@ -62,22 +62,22 @@ def attention_forward(q, k, v, alpha):
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     out = torch.empty(B, Lq, Cv, dtype=q.dtype)
-    lse = torch.empty(B, Lq, dtype=q.dtype)
+    lse = torch.empty(B, Lq, dtype=torch.float64)  # float64 for every dtype (see ops/correlation.py)
     _ext().corr_attention_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
                                   lse.data_ptr(), B, Lq, Lk, D, Cv, float(alpha),
                                   _dtype_name(q), torch.get_num_threads())
     return out.to(dtype), lse
 
 
-def attention_backward(q, k, v, lse, delta, dout, alpha):
+def attention_backward(q, k, v, out, lse, dlse, dout, alpha):
     dtypes = (q.dtype, k.dtype, v.dtype)
-    q, k, v, dout = _work_dtype(q), _work_dtype(k), _work_dtype(v), _work_dtype(dout)
-    lse, delta = lse.to(q.dtype).contiguous(), delta.to(q.dtype).contiguous()
+    q, k, v, dout, out = _work_dtype(q), _work_dtype(k), _work_dtype(v), _work_dtype(dout), _work_dtype(out)
+    lse, dlse = lse.to(torch.float64).contiguous(), dlse.to(q.dtype).contiguous()
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _ext().corr_attention_backward(q.data_ptr(), k.data_ptr(), v.data_ptr(), lse.data_ptr(),
-                                   delta.data_ptr(), dout.data_ptr(), dq.data_ptr(), dk.data_ptr(),
+    _ext().corr_attention_backward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
+                                   dlse.data_ptr(), dout.data_ptr(), dq.data_ptr(), dk.data_ptr(),
                                    dv.data_ptr(), B, Lq, Lk, D, Cv, float(alpha),
                                    _dtype_name(q), torch.get_num_threads())
     return tuple(g.to(t) for g, t in zip((dq, dk, dv), dtypes))

@@ -108,11 +108,15 @@ def attention_forward(q, k, v, alpha):
                                           float(alpha), _name(q), _stream(q))
             if og is not out:
                 out[:, :, c0:c1] = og
-    return out, lse
+    # The op carries lse in float64; this kernel still writes float32 (its backward rebuilds P
+    # from a float32 lse: precision at large alpha as before, see bench/NOTES.md).
+    return out, lse.to(torch.float64)
 
 
-def attention_backward(q, k, v, lse, delta, dout, alpha):
+def attention_backward(q, k, v, out, lse, dlse, dout, alpha):
     dtypes = (q.dtype, k.dtype, v.dtype)
+    # delta = rowsum(dO * out) - dlse, formed here for this kernel (the CPU kernel forms it itself)
+    delta = (dout.float() * out.float()).sum(-1) - dlse.float()
     q, k, v, dout = _c(q), _c(k.to(q.dtype)), _c(v.to(q.dtype)), _c(dout.to(q.dtype))
     lse, delta = _f32(lse), _f32(delta)
     B, Lq, D = q.shape

@@ -65,8 +65,9 @@ def attention_forward(q, k, v, alpha):
     return kernels("correlation").attention_forward(q, k, v, float(alpha))
 
 
-def attention_backward(q, k, v, lse, delta, dout, alpha):
-    return kernels("correlation").attention_backward(q, k, v, lse, delta, dout, float(alpha))
+def attention_backward(q, k, v, out, lse, dlse, dout, alpha):
+    return kernels("correlation").attention_backward(q, k, v, out.to(q.dtype).contiguous(), lse, dlse,
+                                                     dout, float(alpha))
 
 
 def match_forward(q, k):
