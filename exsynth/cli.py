@@ -140,8 +140,8 @@ def train(args) -> int:
     if args.resume is not None:
         fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--option", args.option),
                                 ("--loss", args.loss), ("--data-option", args.data_option)) if v]
-        fixed += [f"--{k.replace('_', '-')}" for k in list(given_values(args, args.model_dests))
-                  + list(given_values(args, args.data_dests))]
+        fixed += ["--" + dest.replace("_", "-") for dest in [*args.model_dests, *args.data_dests]
+                  if hasattr(args, dest)]
         if fixed:
             raise UsageError(f"--resume continues a run with its checkpoint's configuration; drop {', '.join(fixed)}")
     cfg, given, _ = _train_config(args)
@@ -165,7 +165,9 @@ def train(args) -> int:
     except (ImageError, ValueError, OSError) as e:  # bad data met while training
         raise UsageError(f"stopped at step {trainer.step}: {_worker_message(e)}", same_on_every_process=False) from None
     except FloatingPointError as e:
-        raise UsageError(f"training diverged: {e} (last checkpoint: {trainer.checkpoint_path()})") from None
+        ck = trainer.checkpoint_path()
+        last = f"last checkpoint: {ck}" if ck.exists() else "no checkpoint was written yet"
+        raise UsageError(f"training diverged: {e} ({last})") from None
     if trainer.ctx.is_main:
         print(json.dumps(summary))
     return 0
@@ -284,16 +286,23 @@ def _eval_source(payload, args):
     """(data source spec, root, options): --dataset / --data, else the checkpoint's training data."""
     from exsynth.registry import RegistryError, data_source
     tc = payload.get("train_config") or {}
-    root = args.data if args.data is not None else tc.get("data", "synthetic")
-    name = args.dataset or (tc.get("dataset") if args.data is None else None) or \
-        ("synthetic" if root == "synthetic" else "folder")
+    if args.dataset is None and args.data is None:
+        # the data the checkpoint trained on, where it has exact ground truth; else synthetic
+        root = tc.get("data", "synthetic")
+        name = tc.get("dataset") or ("synthetic" if root == "synthetic" else "folder")
+        if name not in _sources() or not _sources()[name].pairs:
+            root, name = "synthetic", "synthetic"
+    else:
+        root = args.data if args.data is not None else "synthetic"
+        name = args.dataset or ("synthetic" if root == "synthetic" else "folder")
     try:
         src = data_source(name, what="--dataset")
     except RegistryError as e:
         raise UsageError(str(e)) from None
     if not src.pairs:
-        raise UsageError(f"--dataset {name}: has no exact exemplar ground truth to score against; sources that do: "
-                         f"{', '.join(n for n, s in _sources().items() if s.pairs)}")
+        given = "--dataset" if args.dataset else f"--data {root} (read as --dataset {name})"
+        raise UsageError(f"{given}: the {name} data source has no exact exemplar ground truth to score against; "
+                         f"sources that do: {', '.join(n for n, s in _sources().items() if s.pairs)}")
     if src.needs_root and not Path(root).exists():
         raise UsageError(f"--data {root}: no such folder")
     opts = dict(tc.get("data_options") or {}) if args.dataset is None and args.data is None else {}
@@ -394,6 +403,10 @@ def demo_cmd(args) -> int:
         ckpt = out / "train" / "checkpoints" / "latest.pt"
     t0 = time.perf_counter()
     model, payload = _load_generator(ckpt, "cpu", expect=shipped["model"])
+    from exsynth.inference import visuals_of
+    if not {"warped", "correspondence"} <= set(visuals_of(model)):
+        raise UsageError(f"{ckpt}: the demo draws the warped exemplar and the correspondence, which the "
+                         f"{payload['model']} model does not show")
     tc = payload.get("train_config") or {}
     size, K = int(tc.get("size", 64)), model.cfg.label_channels
     n, m = args.inputs, args.exemplars
@@ -425,10 +438,13 @@ def _train_context(argv):
     Unknown names give (None, ...): the full parse reports them with the registered ones."""
     from exsynth.registry import data_sources, default_model, models
     from exsynth.train import PRESETS, load_config_file
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog="exsynth train", add_help=False, allow_abbrev=False)
     for flag in ("--model", "--preset", "--config", "--dataset", "--data", "--resume"):
         pre.add_argument(flag, nargs="?", const="latest" if flag == "--resume" else None)
-    ns, _ = pre.parse_known_args(argv)
+    try:
+        ns, _ = pre.parse_known_args(argv)
+    except SystemExit:  # the full parser reports the problem
+        return default_model(), None, None
     base = {}
     if ns.preset in PRESETS:
         base.update(PRESETS[ns.preset])
@@ -440,7 +456,14 @@ def _train_context(argv):
     model = ns.model or base.get("model") or default_model()
     data = ns.data or base.get("data") or "synthetic"
     source = ns.dataset or base.get("dataset") or ("synthetic" if data == "synthetic" else "folder")
-    return (model if model in models() else None), (source if source in data_sources() else None)
+    unknown = None
+    if ns.model and ns.model not in models():
+        unknown = f"--model {ns.model!r} is not registered; registered models: {', '.join(models())}"
+    elif ns.dataset and ns.dataset not in data_sources():
+        unknown = f"--dataset {ns.dataset!r} is not registered; registered data sources: {', '.join(data_sources())}"
+    if ns.resume is not None:  # the checkpoint's own model: offer no model's option flags
+        model = None
+    return (model if model in models() else None), (source if source in data_sources() else None), unknown
 
 
 def _add_train_parser(sub, model_name, source_name):
@@ -543,7 +566,11 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     model_name = source_name = None
     if argv and argv[0] == "train":
-        model_name, source_name = _train_context(argv[1:])
+        model_name, source_name, unknown = _train_context(argv[1:])
+        if unknown and "-h" not in argv and "--help" not in argv:  # before its flags go unrecognised
+            if _rank() == 0:
+                print(f"exsynth train: error: {unknown}", file=sys.stderr)
+            return 2
     parser = _parser(model_name, source_name)
     args = parser.parse_args(argv)
     try:

@@ -56,8 +56,9 @@ def _argparse_kind(tp) -> Optional[Tuple[str, Callable[[str], Any]]]:
         return "scalar", (_optional(conv) if optional else conv)
     if origin in (tuple, list) and args:
         elem = args[0]
-        if elem in _SCALARS and (len(args) == 1 or args[-1] is Ellipsis or len(set(args)) == 1):
-            return "tuple", _SCALARS[elem]
+        variadic = origin is list or (len(args) == 2 and args[-1] is Ellipsis)
+        if elem in _SCALARS and (variadic or len(set(args)) == 1):
+            return ("tuple+" if variadic else f"tuple{len(args)}"), _SCALARS[elem]
     return None
 
 
@@ -87,27 +88,26 @@ def add_dataclass_flags(parser: argparse._ActionsContainer, cls, docs: Dict[str,
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         text = docs.get(f.name, "")
-        if default is not None and not isinstance(default, dict) and "default" not in text:
+        if default is not None and not isinstance(default, dict):
             text = f"{text} (default: {list(default) if isinstance(default, tuple) else default})".strip()
+        if "optional" in str(hints.get(f.name)).lower():
+            text += ' ("none" for None)'
         text = text.replace("%", "%%")
         what, conv = kind
+        # SUPPRESS: an absent flag leaves no attribute, so a given "none" (None) still counts as given
+        common = dict(dest=dest, default=argparse.SUPPRESS, help=text)
         if what == "bool":
-            parser.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif what == "tuple":
-            parser.add_argument(*flags, dest=dest, type=conv, nargs="+", default=None, help=text,
-                                metavar=f.name.upper())
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
+        elif what.startswith("tuple"):
+            nargs = "+" if what == "tuple+" else int(what[len("tuple"):])
+            parser.add_argument(*flags, type=conv, nargs=nargs, metavar=f.name.upper(), **common)
         else:
-            parser.add_argument(*flags, dest=dest, type=conv, default=None, help=text, metavar=f.name.upper())
+            parser.add_argument(*flags, type=conv, metavar=f.name.upper(), **common)
         taken.update(flags)
         dests[dest] = f.name
     return dests
 
 
 def given_values(args: argparse.Namespace, dests: Dict[str, str]) -> Dict[str, Any]:
-    """{field name: value} of the flags that were given."""
-    out = {}
-    for dest, name in dests.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            out[name] = v
-    return out
+    """{field name: value} of the flags that were given (None for a given "none")."""
+    return {name: getattr(args, dest) for dest, name in dests.items() if hasattr(args, dest)}

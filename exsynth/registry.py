@@ -87,6 +87,9 @@ class ModelSpec:
             raise RegistryError(f"model {self.name!r}: its config {self.config.__name__} needs a label_channels field")
         if not isinstance(self.generator, type):
             raise RegistryError(f"model {self.name!r}: generator must be a class, got {self.generator!r}")
+        if "correspondence" in self.visuals and "warped" not in self.visuals:
+            raise RegistryError(f"model {self.name!r}: a correspondence picture is drawn beside the warped "
+                                f"exemplar; list 'warped' in visuals too")
         bad = [m for m in self.supervision if m not in SUPERVISION_MODES]
         if bad or not self.supervision:
             raise RegistryError(f"model {self.name!r}: supervision must be a non-empty subset of "
@@ -253,7 +256,11 @@ def default_model() -> str:
 
 def spec_of(model) -> ModelSpec:
     """The spec whose generator built `model` (TypeError for a module no spec builds)."""
-    for spec in models().values():
-        if isinstance(model, spec.generator):
+    # the exact class first, else the most derived registered base (a plugin may subclass one)
+    matches = [spec for spec in models().values() if isinstance(model, spec.generator)]
+    for spec in matches:
+        if type(model) is spec.generator:
             return spec
+    if matches:
+        return max(matches, key=lambda sp: len(sp.generator.__mro__))
     raise TypeError(f"not the generator of a registered exsynth model: {type(model).__name__}")

@@ -278,7 +278,11 @@ class MSCANet(nn.Module):
         return self.image_encoder(exemplar), self.label_encoder(label), self.label_encoder(exemplar_label)
 
     def forward(self, label: torch.Tensor, exemplar: torch.Tensor, exemplar_label: torch.Tensor,
-                return_attention: bool = False) -> Dict[str, object]:
+                return_attention: bool = False, decode_attention: bool = False,
+                grad_synthesis: bool = True) -> Dict[str, object]:
+        """decode_attention: also run the attention decoders (out["attention_decoded"]), inside
+        forward so that multi-process training sees their parameters used. grad_synthesis=False
+        synthesizes without autograd (attention pre-training trains only the attention)."""
         self._check(label, exemplar, exemplar_label)
         f_x2, f_c1, f_c2 = self.extract_features(label, exemplar, exemplar_label)
         aligned, attention, conds = [], [], []
@@ -295,11 +299,21 @@ class MSCANet(nn.Module):
                 fx1 = res
             aligned.append(fx1)
             conds.append(torch.cat([fx1, f_c1[i]], dim=1))
-        out: Dict[str, object] = dict(fake=self.synthesis(conds), aligned=aligned, label_features=f_c1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and grad_synthesis):
+            fake = self.synthesis(conds)
+        out: Dict[str, object] = dict(fake=fake, aligned=aligned, label_features=f_c1)
         if return_attention:
             out["attention"] = attention
+        if decode_attention:
+            if self.attention_decoder is None:
+                raise ValueError("MSCANet: decode_attention needs attention_decoder=True")
+            out["attention_decoded"] = self.decode_attention(aligned, f_c1)
         return out
 
+
+    def decode_attention(self, aligned, label_features) -> List[torch.Tensor]:
+        """Sec. 4's decoders: per scale, a 1x1 conv from [F_x1, F_c1] to a feature prediction."""
+        return [dec(torch.cat([a, c], dim=1)) for dec, a, c in zip(self.attention_decoder, aligned, label_features)]
 
     def attention_pretrain_loss(self, out: Dict[str, object], image: torch.Tensor) -> torch.Tensor:
         """Sec. 4's attention pre-training: at every scale a 1x1 decoder reads [F_x1, F_c1] and
@@ -317,9 +331,9 @@ class MSCANet(nn.Module):
             targets = [feats[name] for name in enc.layers]
         else:
             targets = [F.adaptive_avg_pool2d(image, a.shape[2:]) for a in aligned]
+        preds = out.get("attention_decoded") or self.decode_attention(aligned, f_c1)
         total = 0
-        for dec, a, c, t in zip(self.attention_decoder, aligned, f_c1, targets):
-            pred = dec(torch.cat([a, c], dim=1))
+        for pred, t in zip(preds, targets):
             if t.shape[2:] != pred.shape[2:]:
                 t = F.interpolate(t, size=pred.shape[2:], mode="bilinear", align_corners=False)
             total = total + F.l1_loss(pred, t.detach())
@@ -465,7 +479,8 @@ class MSCAObjective(Objective):
             label, image, exemplar, exemplar_label = self.inputs(batch, gen)
             if self.supervision == "self":  # the image is its own exemplar
                 exemplar, exemplar_label = image, label
-            out = self.G(label, exemplar, exemplar_label, return_attention=True)
+            out = self.G(label, exemplar, exemplar_label, return_attention=True, decode_attention=True,
+                         grad_synthesis=False)
             terms["attn"] = self.model.attention_pretrain_loss(out, image)
             with torch.no_grad():
                 warped = msca_warp(out["attention"][0], exemplar)
@@ -480,10 +495,11 @@ class MSCAObjective(Objective):
                 terms["feat"] = r["patch_vgg"] + r["global_vgg"]
             fake, exemplar, warped = r["fake"], image, None
             if self.on("attn"):  # one more global pass: reconstruction_losses keeps its outputs
-                terms["attn"] = self.model.attention_pretrain_loss(self.G(label, image, label), image)
+                terms["attn"] = self.model.attention_pretrain_loss(self.G(label, image, label, decode_attention=True),
+                                                                   image)
         else:
             label, image, exemplar, exemplar_label = self.inputs(batch, gen)
-            out = self.G(label, exemplar, exemplar_label, return_attention=True)
+            out = self.G(label, exemplar, exemplar_label, return_attention=True, decode_attention=self.on("attn"))
             fake = out["fake"]
             with torch.no_grad():  # for the image grid: the exemplar carried by the finest attention
                 warped = msca_warp(out["attention"][0], exemplar)

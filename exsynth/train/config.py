@@ -124,6 +124,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers (Adam's beta1, beta2), got {list(self.betas)}")
         if self.model is None:
             self.model = default_model()
         spec = model_spec(self.model)          # lists the registered models when unknown

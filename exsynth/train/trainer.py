@@ -333,8 +333,16 @@ class Trainer:
         with self._autocast():
             total, terms, visuals = self.objective.generator_terms(batch, self.step, gen)
         if not D.all_true(bool(torch.isfinite(total)), self.device):  # every process stops together
-            raise FloatingPointError(f"step {self.step}: generator loss is {total.item()} on process {self.ctx.rank} "
-                                     f"(terms: { {k: float(v) for k, v in terms.items()} })")
+            where = ""
+            if self.ctx.enabled:  # name the first process whose loss is not finite
+                losses = [float(x) for x in D.gather_strings(repr(float(total)))]
+                bad = next(r for r, x in enumerate(losses) if not math.isfinite(x))
+                where = f" on process {bad} of {self.ctx.world_size}"
+                total_value = losses[bad]
+            else:
+                total_value = total.item()
+            raise FloatingPointError(f"step {self.step}: generator loss is {total_value}{where}"
+                                     + ("" if where else f" (terms: { {k: float(v) for k, v in terms.items()} })"))
         self._zero_grad("g")
         self.scaler.scale(total).backward()
         self._step_optimizers("g")
@@ -403,10 +411,16 @@ class Trainer:
         metrics = writer = None
         stopped, window_t, window_n, saved_at = "steps", time.perf_counter(), 0, None
         last_loss, session_seconds = math.nan, 0.0
+        batches = iter(loader)
         try:
             t_prev = time.perf_counter()
-            for batch in loader:
-                if self.step >= cfg.steps:  # an iterable source does not end by itself
+            while self.step < cfg.steps:  # an iterable source does not end by itself
+                batch = next(batches, None)
+                # every process trains this step or none does (an iterable source's shards may
+                # run out at different steps; a lone process would wait in a collective forever)
+                have = batch is not None
+                if not (D.all_true(have, self.device) if self.ctx.enabled else have):
+                    stopped = "data"  # the source ran out before cfg.steps
                     break
                 logs = self.train_step(batch)
                 self.step += 1
