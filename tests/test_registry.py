@@ -288,3 +288,51 @@ def test_an_iterable_source_is_started_where_the_run_is(tmp_path, tiny_model):
         assert calls == [(0, 2), (2, 2)]
     finally:
         registry.unregister_data_source("stream-test")
+
+
+def test_flag_parsing_edges(tmp_path, capsys):
+    """'none' overrides an Optional option (a preset's, a resumed run's); fixed-length tuples
+    take exactly their length; an unknown --model is reported before its flags."""
+    out = tmp_path / "r"
+    base = ["train", "--size", "32", "--num-classes", "4", "--batch-size", "2", "--train-length", "4", "--quiet",
+            "--option", "width=4", "--option", "num_up=2", "--option", "max_mult=2", "--out", str(out)]
+    assert cli.main(base + ["--steps", "2", "--max-minutes", "30"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(out), "--resume", "--steps", "3", "--max-minutes", "none", "--quiet"]) == 0
+    capsys.readouterr()
+    assert load_checkpoint(out / "checkpoints" / "latest.pt")["train_config"]["max_minutes"] is None
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--betas", "0.5"])
+    assert "expected 2 arguments" in capsys.readouterr().err
+    msg = _one_error(capsys, ["train", "--model", "nosuch", "--width", "8", "--out", str(tmp_path / "x")])
+    assert "'nosuch' is not registered" in msg
+
+
+def test_spec_of_prefers_the_exact_class(tiny_model):
+    import dataclasses
+
+    class Derived(TinyGenerator):
+        pass
+
+    sub = registry.register_model(dataclasses.replace(TINY, name="tinysub", generator=Derived, presets={}))
+    try:
+        assert registry.spec_of(Derived(TinyConfig(label_channels=K))) is sub
+        assert registry.spec_of(TinyGenerator(TinyConfig(label_channels=K))) is registry.model_spec("tinytest")
+    finally:
+        registry.unregister_model("tinysub")
+
+
+def test_eval_of_a_folder_trained_checkpoint_scores_on_synthetic(tmp_path, capsys):
+    root = tmp_path / "data"
+    ds = SyntheticExemplarDataset(S * 2, num_classes=K, length=2, split="val")
+    for i in range(2):
+        write_image(ds[i]["image"], root / "images" / f"{i}.png")
+        write_label(ds[i]["label_index"], root / "labels" / f"{i}.png")
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data", str(root), "--size", "32", "--num-classes", str(K), "--steps", "1",
+                     "--batch-size", "1", "--quiet", "--option", "width=4", "--option", "num_up=2", "--option",
+                     "max_mult=2", "--option", "adaptor_downsample=1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out / "checkpoints" / "latest.pt"), "--length", "2",
+                     "--class-mean-samples", "2"]) == 0
+    assert "on the synthetic test split" in capsys.readouterr().out
