@@ -23,18 +23,26 @@ ParallelCompile("EXSYNTH_BUILD_JOBS", default=0).install()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# EXSYNTH_SANITIZE=1: AddressSanitizer + UBSan build of the CPU extension (CI runs the op tests
+# against one; load it with libasan and libstdc++ preloaded). Any report aborts the process.
+SANITIZE = os.environ.get("EXSYNTH_SANITIZE", "").lower() not in ("", "0", "off", "false", "no")
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-wrapv",
+                  "-fno-sanitize-recover=undefined", "-g"]
+
+
 def _cpu_extension():
     sources = ["csrc/bindings_cpu.cpp", "csrc/cpu/dispatch.cpp"] + [
         f"csrc/cpu/isa_{isa}.cpp" for isa in ("base", "avx2", "avx512")
     ]
+    san = SANITIZE_FLAGS if SANITIZE else []
     return Pybind11Extension(
         "exsynth._C",
         sources,
         include_dirs=["csrc", "csrc/cpu"],
         cxx_std=17,
         # fp-contract lets the micro-kernel's a*b+c become FMAs in ISO C++ mode.
-        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=fast"],
-        extra_link_args=["-fopenmp"],
+        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=fast", *san],
+        extra_link_args=["-fopenmp", *san],
     )
 
 
