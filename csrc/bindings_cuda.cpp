@@ -84,7 +84,7 @@ PYBIND11_MODULE(_C_cuda, m) {
                 "corr_attention_forward: value channels Cv must be in [1, " +
                     std::to_string(xc::kMaxValueChannels) + "], got " + std::to_string(Cv));
         run("corr_attention_forward", [&] {
-          return xc::corr_attention_forward(dt, C(q), C(k), C(v), M(out), P<float>(lse), B, Lq,
+          return xc::corr_attention_forward(dt, C(q), C(k), C(v), M(out), P<double>(lse), B, Lq,
                                             Lk, D, Cv, static_cast<float>(alpha), S(stream));
         });
       },
@@ -108,7 +108,7 @@ PYBIND11_MODULE(_C_cuda, m) {
         require(B >= 0 && Lq >= 0 && Lk >= 0 && D >= 1 && Cv >= 1,
                 "corr_attention_backward: bad sizes");
         run("corr_attention_backward", [&] {
-          return xc::corr_attention_backward(dt, C(q), C(k), C(v), P<const float>(lse),
+          return xc::corr_attention_backward(dt, C(q), C(k), C(v), P<const double>(lse),
                                              P<const float>(delta), C(dout), M(dq), M(dk), M(dv),
                                              M(workspace), B, Lq, Lk, D, Cv,
                                              static_cast<float>(alpha), S(stream));

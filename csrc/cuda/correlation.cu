@@ -1,7 +1,7 @@
 // Correlation attention (CoCosNet's warp) and hard match on the GPU.
 //
 //   s_ij = q_i . k_j,  logits alpha s_ij,  out_i = sum_j softmax_j(alpha s_i.) v_j,
-//   lse_i = logsumexp_j alpha s_ij (natural log, float32),
+//   lse_i = logsumexp_j alpha s_ij (natural log, float64),
 //   match: index_i = argmax_j s_ij (first on ties), best_i = max_j s_ij.
 // Layouts (row-major, contiguous): q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv),
 // out (B, Lq, Cv), lse/delta/index/best (B, Lq).
@@ -331,7 +331,7 @@ template <typename T> struct MatchLayout {
 template <typename T>
 __global__ void __launch_bounds__(THREADS, 2)
     attn_fwd_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                    T* __restrict__ out, float* __restrict__ lse, int64_t Lq, int64_t Lk,
+                    T* __restrict__ out, double* __restrict__ lse, int64_t Lq, int64_t Lk,
                     int64_t D, int64_t Cv, float alpha) {
   using C = Cfg<T>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -371,8 +371,10 @@ __global__ void __launch_bounds__(THREADS, 2)
     for (int rr = 0; rr < 16; ++rr) {
       const int row = 16 * warp + rr;
       const bool ok0 = lane < kvalid, ok1 = lane + 32 < kvalid;
-      const float x0 = ok0 ? alpha * sS[row * LDS + lane] : -INFINITY;
-      const float x1 = ok1 ? alpha * sS[row * LDS + lane + 32] : -INFINITY;
+      // logits rounded once (__fmul_rn: never contracted into the subtraction below), as the
+      // backward rebuilds them: the largest gives exactly exp(0) = 1 in both
+      const float x0 = ok0 ? __fmul_rn(alpha, sS[row * LDS + lane]) : -INFINITY;
+      const float x1 = ok1 ? __fmul_rn(alpha, sS[row * LDS + lane + 32]) : -INFINITY;
       const float m_old = sM[row];
       const float m_new = fmaxf(m_old, warp_max(fmaxf(x0, x1)));  // finite: column 0 is valid
       const float p0 = ok0 ? expf(x0 - m_new) : 0.0f;
@@ -413,7 +415,7 @@ __global__ void __launch_bounds__(THREADS, 2)
     const float l = sL[row];
     const float inv = 1.0f / l;
     for (int c = lane; c < Cv; c += 32) out[row * Cv + c] = from_f<T>(sO[row * ldo + c] * inv);
-    if (lane == 0) lse[row] = sM[row] + logf(l);
+    if (lane == 0) lse[row] = double(sM[row]) + log(double(l));  // float64: |lse| ~ alpha
   }
 }
 
@@ -422,7 +424,7 @@ __global__ void __launch_bounds__(THREADS, 2)
 template <typename T>
 __global__ void __launch_bounds__(THREADS, 2)
     attn_bwd_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                       const float* __restrict__ lse, const float* __restrict__ delta,
+                       const double* __restrict__ lse, const float* __restrict__ delta,
                        const T* __restrict__ dout, T* dq, float* dq_acc, int64_t Lq, int64_t Lk,
                        int64_t D, int64_t Cv, float alpha) {
   using C = Cfg<T>;
@@ -454,12 +456,16 @@ __global__ void __launch_bounds__(THREADS, 2)
     for (int rr = 0; rr < 16; ++rr) {
       const int row = 16 * warp + rr;
       const bool rok = row < rows;
-      const float lse_r = rok ? lse[row] : 0.0f, delta_r = rok ? delta[row] : 0.0f;
+      // the float64 lse split hi + lo: exp(alpha s - lse) in one float32 would lose
+      // log2(|lse|) ~ log2(alpha) bits
+      const double lse_r = rok ? lse[row] : 0.0;
+      const float hi = static_cast<float>(lse_r), lo = static_cast<float>(lse_r - double(hi));
+      const float delta_r = rok ? delta[row] : 0.0f;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int col = lane + 32 * h;
         const bool ok = rok && col < kvalid;
-        const float p = ok ? expf(alpha * sS[row * LDS + col] - lse_r) : 0.0f;
+        const float p = ok ? expf((__fmul_rn(alpha, sS[row * LDS + col]) - hi) - lo) : 0.0f;
         const float ds = alpha * p * (sdP[row * LDS + col] - delta_r);
         sdS[row * C::LDP + col] = from_f<T>(ds);
       }
@@ -476,7 +482,7 @@ __global__ void __launch_bounds__(THREADS, 2)
 template <typename T>
 __global__ void __launch_bounds__(THREADS, 2)
     attn_bwd_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                         const T* __restrict__ v, const float* __restrict__ lse,
+                         const T* __restrict__ v, const double* __restrict__ lse,
                          const float* __restrict__ delta, const T* __restrict__ dout, T* dk,
                          float* dk_acc, T* dv, float* dv_acc, int64_t Lq, int64_t Lk, int64_t D,
                          int64_t Cv, float alpha) {
@@ -509,8 +515,10 @@ __global__ void __launch_bounds__(THREADS, 2)
     score_tile<T>(sS + 16 * warp * LDS, k, krows, q + i0 * D, qvalid, D, sA, sB);          // S^T
     score_tile<T>(sdP + 16 * warp * LDS, v, krows, dout + i0 * Cv, qvalid, Cv, sA, sB);    // dP^T
     // Per-column (query) statistics of this lane's columns lane and lane + 32.
-    const float lse_c0 = lane < qvalid ? lse[i0 + lane] : 0.0f;
-    const float lse_c1 = lane + 32 < qvalid ? lse[i0 + lane + 32] : 0.0f;
+    const double lse_c0 = lane < qvalid ? lse[i0 + lane] : 0.0;
+    const double lse_c1 = lane + 32 < qvalid ? lse[i0 + lane + 32] : 0.0;
+    const float hi0 = static_cast<float>(lse_c0), lo0 = static_cast<float>(lse_c0 - double(hi0));
+    const float hi1 = static_cast<float>(lse_c1), lo1 = static_cast<float>(lse_c1 - double(hi1));
     const float delta_c0 = lane < qvalid ? delta[i0 + lane] : 0.0f;
     const float delta_c1 = lane + 32 < qvalid ? delta[i0 + lane + 32] : 0.0f;
     __syncwarp();
@@ -521,8 +529,9 @@ __global__ void __launch_bounds__(THREADS, 2)
       for (int h = 0; h < 2; ++h) {
         const int col = lane + 32 * h;
         const bool ok = rok && col < qvalid;
-        const float lse_c = h == 0 ? lse_c0 : lse_c1, delta_c = h == 0 ? delta_c0 : delta_c1;
-        const float p = ok ? expf(alpha * sS[row * LDS + col] - lse_c) : 0.0f;
+        const float hi = h == 0 ? hi0 : hi1, lo = h == 0 ? lo0 : lo1;
+        const float delta_c = h == 0 ? delta_c0 : delta_c1;
+        const float p = ok ? expf((__fmul_rn(alpha, sS[row * LDS + col]) - hi) - lo) : 0.0f;
         const float ds = alpha * p * (sdP[row * LDS + col] - delta_c);
         sP[row * C::LDP + col] = from_f<T>(p);  // float32: overwrites S in place (same lane)
         sdS[row * C::LDP + col] = from_f<T>(ds);
@@ -616,7 +625,7 @@ inline bool grid_ok(int64_t blocks_x, int64_t B) {
 }
 
 template <typename T>
-cudaError_t forward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t B,
+cudaError_t forward(const void* q, const void* k, const void* v, void* out, double* lse, int64_t B,
                     int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, float alpha,
                     cudaStream_t stream) {
   const FwdLayout<T> lay(round_up(Cv, 16) + 4);
@@ -642,7 +651,7 @@ struct BwdWorkspace {
 };
 
 template <typename T>
-cudaError_t backward(const void* q, const void* k, const void* v, const float* lse,
+cudaError_t backward(const void* q, const void* k, const void* v, const double* lse,
                      const float* delta, const void* dout, void* dq, void* dk, void* dv,
                      void* workspace, int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Cv,
                      float alpha, cudaStream_t stream) {
@@ -694,7 +703,7 @@ cudaError_t match(const void* q, const void* k, int64_t* index, float* best, int
 }  // namespace detail
 
 cudaError_t corr_attention_forward(DType dtype, const void* q, const void* k, const void* v,
-                                   void* out, float* lse, int64_t B, int64_t Lq, int64_t Lk,
+                                   void* out, double* lse, int64_t B, int64_t Lq, int64_t Lk,
                                    int64_t D, int64_t Cv, float alpha, cudaStream_t stream) {
   using namespace detail;
   if (B == 0 || Lq == 0) return cudaSuccess;
@@ -713,7 +722,7 @@ size_t corr_attention_backward_workspace(DType dtype, int64_t B, int64_t Lq, int
 }
 
 cudaError_t corr_attention_backward(DType dtype, const void* q, const void* k, const void* v,
-                                    const float* lse, const float* delta, const void* dout,
+                                    const double* lse, const float* delta, const void* dout,
                                     void* dq, void* dk, void* dv, void* workspace, int64_t B,
                                     int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, float alpha,
                                     cudaStream_t stream) {

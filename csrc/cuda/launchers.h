@@ -33,9 +33,9 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // output tile in shared memory); D >= 1 any size (tiled).
 constexpr int64_t kMaxValueChannels = 256;
 
-// out (B, Lq, Cv) dtype; lse (B, Lq) float32 = natural-log logsumexp_j alpha q_i.k_j.
+// out (B, Lq, Cv) dtype; lse (B, Lq) float64 = natural-log logsumexp_j alpha q_i.k_j.
 cudaError_t corr_attention_forward(DType dtype, const void* q, const void* k, const void* v,
-                                   void* out, float* lse, int64_t B, int64_t Lq, int64_t Lk,
+                                   void* out, double* lse, int64_t B, int64_t Lq, int64_t Lk,
                                    int64_t D, int64_t Cv, float alpha, cudaStream_t stream);
 
 // Bytes of device workspace corr_attention_backward needs (0 for float32:
@@ -43,11 +43,11 @@ cudaError_t corr_attention_forward(DType dtype, const void* q, const void* k, co
 size_t corr_attention_backward_workspace(DType dtype, int64_t B, int64_t Lq, int64_t Lk,
                                          int64_t D, int64_t Cv);
 
-// lse (B, Lq), delta (B, Lq) float32 (delta_i = sum_c dout_ic out_ic - dlse_i);
+// lse (B, Lq) float64, delta (B, Lq) float32 (delta_i = sum_c dout_ic out_ic - dlse_i);
 // dout (B, Lq, Cv); writes dq, dk, dv (dtype). `workspace` holds at least
 // corr_attention_backward_workspace(...) bytes (may be null when that is 0).
 cudaError_t corr_attention_backward(DType dtype, const void* q, const void* k, const void* v,
-                                    const float* lse, const float* delta, const void* dout,
+                                    const double* lse, const float* delta, const void* dout,
                                     void* dq, void* dk, void* dv, void* workspace, int64_t B,
                                     int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, float alpha,
                                     cudaStream_t stream);

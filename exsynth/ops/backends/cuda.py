@@ -92,7 +92,7 @@ def attention_forward(q, k, v, alpha):
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     out = torch.empty(B, Lq, Cv, dtype=q.dtype, device=q.device)
-    lse = torch.empty(B, Lq, dtype=torch.float32, device=q.device)
+    lse = torch.empty(B, Lq, dtype=torch.float64, device=q.device)  # |lse| ~ alpha: float64
     # The kernel keeps a 64 x Cv float32 output tile in shared memory, so it takes at most
     # MAX_VALUE_CHANNELS value channels per call; wider values go in channel groups (the
     # softmax, hence lse, does not depend on v).
@@ -108,17 +108,16 @@ def attention_forward(q, k, v, alpha):
                                           float(alpha), _name(q), _stream(q))
             if og is not out:
                 out[:, :, c0:c1] = og
-    # The op carries lse in float64; this kernel still writes float32 (its backward rebuilds P
-    # from a float32 lse: precision at large alpha as before, see bench/NOTES.md).
-    return out, lse.to(torch.float64)
+    return out, lse
 
 
 def attention_backward(q, k, v, out, lse, dlse, dout, alpha):
     dtypes = (q.dtype, k.dtype, v.dtype)
-    # delta = rowsum(dO * out) - dlse, formed here for this kernel (the CPU kernel forms it itself)
+    # delta = rowsum(dO * out) - dlse, formed here for this kernel (the cpu and triton kernels
+    # form it themselves, so that it cancels dP exactly on one-hot rows: a GPU session's work)
     delta = (dout.float() * out.float()).sum(-1) - dlse.float()
     q, k, v, dout = _c(q), _c(k.to(q.dtype)), _c(v.to(q.dtype)), _c(dout.to(q.dtype))
-    lse, delta = _f32(lse), _f32(delta)
+    lse, delta = lse.to(torch.float64).contiguous(), _f32(delta)
     B, Lq, D = q.shape
     Lk, Cv = k.shape[1], v.shape[2]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
