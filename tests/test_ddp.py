@@ -47,8 +47,9 @@ def _single():
 
 
 def _run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, **kw)
-    return r
+    # outside the source tree: `python -m exsynth` must find the installed package, not ./exsynth
+    kw.setdefault("cwd", "/")
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, **kw)
 
 
 def _summary(r):
@@ -108,7 +109,7 @@ def test_ddp_killed_after_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path
     steps = ["--steps", "10", "--checkpoint-every", "2"]
     _summary(_run(_torchrun() + TRAIN + steps + ["--out", str(tmp_path / "straight"), "--quiet"]))
     run = tmp_path / "killed"
-    p = subprocess.Popen(_torchrun() + TRAIN + steps + ["--out", str(run), "--quiet"], env=ENV,
+    p = subprocess.Popen(_torchrun() + TRAIN + steps + ["--out", str(run), "--quiet"], env=ENV, cwd="/",
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, t0 = run / "metrics.jsonl", time.time()
     try:
@@ -146,3 +147,57 @@ def test_world_size_that_does_not_divide_the_batch_is_one_error_line(tmp_path):
     assert "/exsynth/" not in r.stderr.replace(str(tmp_path), "")  # no traceback through exsynth's code
     # (torchrun's own report of a failed child follows; that part is the launcher's)
     assert not (tmp_path / "r").exists()
+
+
+def test_ddp_msca_attention_pretraining(tmp_path):
+    """A loss on parameters outside the generator's output path (MSCA-Net's attention decoders)
+    and a pre-training phase that leaves the synthesis out: both train under DDP."""
+    args = ["--preset", "msca-cpu64", "--size", "32", "--num-classes", "4", "--batch-size", "2",
+            "--option", "attention_decoder=true", "--option", "num_scales=3", "--option", "ks=[2,2,2]",
+            "--loss", "attn=1", "--attn-pretrain-steps", "1", "--steps", "2", "--threads", "1",
+            "--out", str(tmp_path / "r"), "--quiet"]
+    s = _summary(_run(_torchrun() + args))
+    assert s["step"] == 2 and s["ranks_identical"] is True
+
+
+PLUGIN = '''
+import sys
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset
+from exsynth import cli
+from exsynth.registry import DataSourceSpec, register_data_source
+
+
+class Uneven(IterableDataset):
+    """rank 0 holds 3 samples, rank 1 only 2: a finite stream sharded unevenly."""
+
+    def __init__(self, rank):
+        self.n = 3 if rank == 0 else 2
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.n)
+        for _ in range(self.n):
+            lab = F.one_hot(torch.randint(0, 4, (32, 32), generator=g), 4).permute(2, 0, 1).float()
+            yield {"label": lab, "image": lab[:3] * 2 - 1}
+
+
+register_data_source(DataSourceSpec(name="uneven", build=lambda root, *, rank, world_size, **kw: Uneven(rank),
+                                    needs_root=False))
+sys.exit(cli.main())
+'''
+
+
+def test_ddp_iterable_source_running_out_on_one_rank_stops_all(tmp_path):
+    """A user's own launcher script registering an iterable source whose shards end at
+    different steps: every process stops at the same step instead of waiting forever."""
+    (tmp_path / "my_launch.py").write_text(PLUGIN)
+    exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    launcher = [exe] if Path(exe).exists() else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = launcher + ["--standalone", "--nproc_per_node=2", str(tmp_path / "my_launch.py"), "train",
+                      "--dataset", "uneven", "--data", "none", "--option", "width=4", "--option", "num_up=2",
+                      "--option", "max_mult=2", "--option", "adaptor_downsample=1", "--supervision", "pseudo"] \
+        + TRAIN[:2] + ["--num-classes", "4", "--batch-size", "2", "--steps", "10", "--threads", "1",
+                       "--out", str(tmp_path / "r"), "--quiet"]
+    s = _summary(_run(cmd))
+    assert s["step"] == 2 and s["stopped"] == "data" and s["ranks_identical"] is True
