@@ -509,14 +509,19 @@ def _add_train_parser(sub, model_name, source_name):
     p.set_defaults(func=train, train_dests=train_dests, model_dests=model_dests, data_dests=data_dests)
 
 
-def _parser(model_name=None, source_name=None) -> argparse.ArgumentParser:
+def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argparse.ArgumentParser:
+    """The command line; train_flags=False (another command was asked for) leaves out the train
+    command's generated flags, so that e.g. `exsynth doctor` imports no model."""
     parser = argparse.ArgumentParser(prog="exsynth", description="exemplar-guided image synthesis")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="which backends are usable here, and why the others are not")
     p.set_defaults(func=doctor)
 
-    _add_train_parser(sub, model_name, source_name)
+    if train_flags:
+        _add_train_parser(sub, model_name, source_name)
+    else:
+        sub.add_parser("train", help="train a registered model (exsynth train -h lists them and every option)")
 
     p = sub.add_parser("synthesize", help="label map(s) + exemplar(s) -> photo(s)")
     p.add_argument("--checkpoint", required=True)
@@ -571,7 +576,7 @@ def main(argv=None) -> int:
             if _rank() == 0:
                 print(f"exsynth train: error: {unknown}", file=sys.stderr)
             return 2
-    parser = _parser(model_name, source_name)
+    parser = _parser(model_name, source_name, train_flags=bool(argv) and argv[0] == "train")
     args = parser.parse_args(argv)
     try:
         return args.func(args)
