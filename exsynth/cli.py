@@ -372,6 +372,62 @@ def eval_cmd(args) -> int:
     return 0
 
 
+# ---- pairs ---------------------------------------------------------------------------------------
+
+def pairs_cmd(args) -> int:
+    import torch
+
+    from exsynth.imageio import ImageError
+    from exsynth.nn import load_vgg19
+    from exsynth.registry import RegistryError, data_source
+    from exsynth.retrieval import image_features, top_k_neighbours, write_pair_list
+
+    for name in ("top_k", "size", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    device = _device(args.device)
+    try:
+        src = data_source(args.dataset, what="--dataset")
+    except RegistryError as e:
+        raise UsageError(str(e)) from None
+    if src.needs_root and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: no such folder")
+    k = src.num_classes or 256  # labels are not read here
+
+    def files(split):
+        try:
+            ds = src.make(args.data, size=args.size, num_classes=k, split=split)
+        except (ImageError, ValueError, OSError) as e:
+            raise UsageError(str(e)) from None
+        if not hasattr(ds, "image_files"):
+            raise UsageError(f"--dataset {args.dataset}: its samples are not image files to retrieve from")
+        return ds
+
+    keys_ds = files("train")
+    query_ds = keys_ds if args.split == "train" else files(args.split)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out}: exists (--overwrite replaces it)")
+    vgg = load_vgg19(args.vgg)
+    cache = Path(args.cache) if args.cache else None
+    t0 = time.perf_counter()
+    kf, kept_k = image_features(keys_ds.image_files, vgg, size=args.size, batch_size=args.batch_size, device=device,
+                                cache=cache, progress=not args.quiet)
+    if query_ds is keys_ds:
+        qf, kept_q = kf, kept_k
+    else:
+        qf, kept_q = image_features(query_ds.image_files, vgg, size=args.size, batch_size=args.batch_size,
+                                    device=device, cache=cache, progress=not args.quiet)
+    if len(kept_k) < 2 or not kept_q:
+        raise UsageError(f"--data {args.data}: too few readable images to pair ({len(kept_k)} keys)")
+    idx, _ = top_k_neighbours(qf, kf, args.top_k, exclude_self=query_ds is keys_ds, device=device)
+    key_names = [keys_ds.pair_key(keys_ds.image_files[i]) for i in kept_k]
+    names = [query_ds.pair_key(query_ds.image_files[i]) for i in kept_q]
+    write_pair_list(out, names, [[key_names[j] for j in row] for row in idx.tolist()])
+    print(f"{out}: {len(names)} images x {idx.shape[1]} references ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------------
 
 def demo_cmd(args) -> int:
@@ -554,6 +610,22 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--lpips-vgg16", help="torchvision vgg16 weights, the LPIPS backbone")
     p.add_argument("--json", help="also write the numbers here")
     p.set_defaults(func=eval_cmd)
+
+    p = sub.add_parser("pairs", help="exemplar pair list (name,ref1,...,refk lines) by VGG feature retrieval")
+    p.add_argument("--dataset", required=True, help="a registered data source with image files (ade20k, folder, ...)")
+    p.add_argument("--data", required=True, help="its root folder")
+    p.add_argument("--out", required=True, help="the pair list to write (name,ref1,...,refk per line)")
+    p.add_argument("--split", default="train", choices=["train", "val"],
+                   help="whose images get references (always from the training split)")
+    p.add_argument("--top-k", type=int, default=10, help="references per image")
+    p.add_argument("--vgg", help="VGG19 weights file (without one: a random-init VGG19, with a warning)")
+    p.add_argument("--size", type=int, default=128, help="images are resized to this square for the features")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--cache", help="folder of per-image feature files: a rerun reuses them")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=pairs_cmd)
 
     p = sub.add_parser("demo", help="the shipped checkpoint on held-out synthetic inputs x exemplars")
     p.add_argument("--out", default="demo")

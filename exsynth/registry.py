@@ -18,7 +18,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-__all__ = ["ModelSpec", "DataSourceSpec", "register_model", "register_data_source", "unregister_model",
+__all__ = ["ModelSpec", "DataSourceSpec", "DrawIndex", "draw_rng", "register_model", "register_data_source", "unregister_model",
            "unregister_data_source", "model_spec",
            "data_source", "models", "data_sources", "spec_of", "default_model", "RegistryError", "SUPERVISION_MODES"]
 
@@ -121,9 +121,16 @@ class DataSourceSpec:
         [-1, 1]; sources with `pairs` add "exemplar", "exemplar_label" (the exact ground truth is
         "image") and "label_index" (H, W).
     options: the source's own options dataclass (None: none); flags of `exsynth train`.
-    pairs: samples carry exemplar quadruples with exact ground truth ("pair" supervision and
-        `exsynth eval` need them).
+    pairs: samples carry exemplar quadruples with exact ground truth (`exsynth eval` needs them).
+    exemplars: samples carry an exemplar and its label map ("exemplar", "exemplar_label") that
+        "pair" supervision trains with, without being exact ground truth (retrieved references,
+        with "self_ref" True where the exemplar is the image itself, differently cropped).
+    num_classes: the label classes the layout has (None: any); a run must use this many.
     needs_root: `--data ROOT` must name an existing folder.
+
+    Per-sample randomness (crops, flips, which reference) comes from `draw_rng(index, seed)`:
+    the trainer's sampler passes a `DrawIndex` carrying the global sample count, so a resumed
+    run draws the same numbers and every epoch draws new ones.
 
     Resume: for a map-style source it is step-exact (the g-th sample of a run is a pure function
     of (seed, g)); an iterable source is restarted by calling its `start(step, batch_size)`
@@ -135,8 +142,14 @@ class DataSourceSpec:
     build: Callable[..., Any]
     options: Optional[type] = None
     pairs: bool = False
+    exemplars: bool = False
+    num_classes: Optional[int] = None
     needs_root: bool = True
     description: str = ""
+
+    @property
+    def has_exemplars(self) -> bool:
+        return self.pairs or self.exemplars
 
     def make(self, root, *, size: int, num_classes: int, split: str = "train", length: Optional[int] = None,
              seed: int = 0, options: Optional[Mapping[str, Any]] = None, rank: int = 0, world_size: int = 1):
@@ -156,6 +169,26 @@ class DataSourceSpec:
 _MODELS: Dict[str, ModelSpec] = {}
 _SOURCES: Dict[str, DataSourceSpec] = {}
 _discovered = False
+
+
+class DrawIndex(int):
+    """A dataset index that also carries `draw`, the run's global sample count g (step * batch + i):
+    per-sample random choices seeded by it differ between epochs yet retrace on resume."""
+
+    def __new__(cls, index: int, draw: int):
+        obj = super().__new__(cls, index)
+        obj.draw = int(draw)
+        return obj
+
+    def __reduce__(self):  # DataLoader workers receive it pickled
+        return (DrawIndex, (int(self), self.draw))
+
+
+def draw_rng(index, seed: int = 0):
+    """numpy Generator for one sample's random choices: from (seed, the draw count) when the
+    index is a DrawIndex, else from (seed, index) (evaluation: fixed per sample)."""
+    import numpy as np
+    return np.random.default_rng([int(seed), int(getattr(index, "draw", int(index))), 0x5EED])
 
 
 def _register(table: Dict[str, Any], spec, kind: str, replace: bool):

@@ -217,7 +217,7 @@ def test_a_data_source_defined_here_trains(tmp_path, capsys, tiny_model):
 
 # the layers that read the registries; the ops/nn layers carry op names (msca_attention, ...)
 UPPER = ["checkpoint.py", "registry.py", "inference.py", "evaluate.py", "cli.py", "demo.py", "metrics.py",
-         "imageio.py", "visuals.py", "devices.py", "options.py", "train", "data", "losses"]
+         "imageio.py", "visuals.py", "devices.py", "options.py", "retrieval.py", "train", "data", "losses"]
 
 
 def _code_names_and_strings(path: Path):

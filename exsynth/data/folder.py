@@ -45,7 +45,13 @@ class PairedFolderDataset(Dataset):
         self.pairs = self._readable(pairs, progress)
         if not self.pairs:
             raise ImageError(f"{self.root}: none of the {len(pairs)} image/label pairs is readable")
+        self.image_files = [img for _, img in self.pairs]
         self._bad: set = set()
+
+    @staticmethod
+    def pair_key(path) -> str:
+        """The name a pair list uses for an image file (`exsynth pairs`)."""
+        return Path(path).name
 
     @staticmethod
     def _readable(pairs, progress: bool):

@@ -604,5 +604,5 @@ def _build_synthetic(root, *, size, num_classes, split, length, seed, options, r
 
 
 register_data_source(DataSourceSpec(
-    name="synthetic", build=_build_synthetic, options=SyntheticOptions, pairs=True, needs_root=False,
+    name="synthetic", build=_build_synthetic, options=SyntheticOptions, pairs=True, exemplars=True, needs_root=False,
     description="random layouts rendered in a per-sample style; exact ground truth for every exemplar"))

@@ -53,7 +53,7 @@ class TrainConfig:
     model: a registered model (exsynth.registry.models()); None: the registry's default model.
     data: the data source's root folder; "synthetic" needs none.
     dataset: the data source (exsynth.registry.data_sources()); None: "synthetic" when data is
-        "synthetic", else "folder" (ROOT/images + ROOT/labels).
+        "synthetic", else "folder" (ROOT/images + ROOT/labels); e.g. "ade20k".
     data_options: the data source's own options (its options dataclass).
     out: run folder (config.json, checkpoints/, metrics.jsonl, samples/, tb/).
     size: image side in pixels (square).
@@ -69,10 +69,10 @@ class TrainConfig:
     amp: mixed precision (bf16 autocast on a CPU, fp16 + GradScaler on CUDA).
     device: "auto" (CUDA when available; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N.
     seed: seed of initialisation, data order and augmentation draws.
-    supervision: how the generator sees an exemplar: "pair" (the data's exemplar quadruples),
+    supervision: how the generator sees an exemplar: "pair" (the data source's exemplars),
         "pseudo" (a random distortion of the ground truth), "self" (crops of one image
         reconstruct each other), "unpaired"; "auto": pair where the data source has
-        quadruples, else the model's unpaired mode. A model supports a subset.
+        exemplars, else the model's unpaired mode. A model supports a subset.
     blind: train an exemplar-blind baseline (exemplar and its label replaced by zeros).
     vgg: VGG19 weights file for the perceptual losses (and a model's VGG encoder).
     max_minutes: stop (and checkpoint) once this much training time has passed in one call
@@ -164,7 +164,7 @@ class TrainConfig:
     def resolved_supervision(self) -> str:
         if self.supervision != "auto":
             return self.supervision
-        if data_source(self.source_name()).pairs and "pair" in model_spec(self.model).supervision:
+        if data_source(self.source_name()).has_exemplars and "pair" in model_spec(self.model).supervision:
             return "pair"
         return model_spec(self.model).unpaired_supervision
 

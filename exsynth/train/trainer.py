@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from ..checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint, size_multiple
 from ..devices import resolve_device
 from ..imageio import colorize_label, tile_rows, write_image
-from ..registry import data_source, model_spec
+from ..registry import DrawIndex, data_source, model_spec
 from . import distributed as D
 from .config import RESUMABLE_FIELDS, TrainConfig
 
@@ -76,7 +76,7 @@ class _StepSampler(Sampler):
         for s in range(self.start, self.steps):
             for i in range(self.offset, self.offset + self.local):
                 g = s * self.b + i
-                yield self._order(g // self.n)[g % self.n]
+                yield DrawIndex(self._order(g // self.n)[g % self.n], g)
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start) * self.local
@@ -166,9 +166,12 @@ class Trainer:
             raise ValueError(f"size {cfg.size}: this {cfg.model} configuration needs a multiple of {mult}")
         self.supervision = sup = cfg.resolved_supervision()
         source = data_source(cfg.source_name())
-        if sup == "pair" and not source.pairs:
-            raise ValueError(f"supervision 'pair' needs exemplar quadruples, which the {source.name} data source "
-                             f"does not provide (use one with exact exemplars, e.g. synthetic)")
+        if sup == "pair" and not source.has_exemplars:
+            raise ValueError(f"supervision 'pair' needs exemplars, which the {source.name} data source "
+                             f"does not provide (use one with exemplars, e.g. synthetic)")
+        if source.num_classes is not None and cfg.num_classes != source.num_classes:
+            raise ValueError(f"num_classes {cfg.num_classes}: the {source.name} layout has {source.num_classes} label "
+                             f"classes; pass --num-classes {source.num_classes}")
         if cfg.blind and sup not in ("pair", "pseudo"):
             raise ValueError(f"blind: {sup} supervision reconstructs from the image itself; an exemplar-blind "
                              f"baseline needs supervision 'pair' or 'pseudo'")

@@ -1,0 +1,224 @@
+"""ADE20k as its users have it on disk, read as the official CoCosNet loader reads it.
+
+Layouts (ROOT is `--data`):
+- canonical download: ROOT/ADEChallengeData2016/images/{training,validation}/ADE_*.jpg and
+  ROOT/ADEChallengeData2016/annotations/{training,validation}/ADE_*.png (ROOT may also be the
+  ADEChallengeData2016 folder itself);
+- CoCosNet's flat layout: ROOT/training/ADE_train_*.jpg with the .png beside it (and
+  ROOT/validation/ADE_val_*).
+Labels: 150 classes + "other" (pixel value 0), so 151 label channels (`--num-classes 151`).
+
+Exemplars as CoCosNet trains with them: a pair list in its format (`name,ref1,ref2,...` per
+line; `ade20k_ref.txt` for training, `ade20k_ref_test.txt` for validation, from the `pairs`
+option or found in ROOT; `exsynth pairs` builds one for any layout). Training draws, per
+sample, a real reference with probability `real_reference_probability` (0.7) — the hard one
+(the list's last) with probability `hard_reference_probability` (0.2), else the easy one
+(the first) — and otherwise the image itself under another crop and flip (`self_ref` True).
+Validation always takes the easy reference. Augmentation as the loader's resize_and_crop:
+resize to load_size (286 for 256 px), random crop, random horizontal flip; validation resizes
+to the size. Every choice is drawn from (seed, the run's sample count): resume retraces it.
+
+Bad data never stops a run: unreadable or oversized files are dropped with one warning each
+(headers are read up front), listed references that are missing fall back to the image
+itself with one warning per file.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..imageio import ImageError, check_header, list_images, read_image, read_label
+from ..registry import DataSourceSpec, draw_rng, register_data_source
+from .synthetic import one_hot
+
+__all__ = ["ADE20kOptions", "ADE20kDataset", "read_pair_list", "NUM_CLASSES"]
+
+NUM_CLASSES = 151  # 150 + "other" (0)
+_SPLIT_DIRS = {"train": "training", "val": "validation", "test": "validation"}
+
+
+@dataclass
+class ADE20kOptions:
+    """Options of the ade20k source.
+
+    pairs: a pair list in CoCosNet's format (name,ref1,ref2,...); None: ROOT/ade20k_ref.txt
+        (training) or ROOT/ade20k_ref_test.txt (validation) when present, else self-exemplars.
+    real_reference_probability: chance that a training sample takes a listed reference (0.7).
+    hard_reference_probability: chance that it takes the hard (last listed) one (0.2).
+    load_size: side the image is resized to before the random crop in training (None: 286/256
+        of the size, the official 286 at 256 px).
+    flip: random horizontal flips in training (the official loader's default).
+    """
+
+    pairs: Optional[str] = None
+    real_reference_probability: float = 0.7
+    hard_reference_probability: float = 0.2
+    load_size: Optional[int] = None
+    flip: bool = True
+
+
+def read_pair_list(path) -> Dict[str, List[str]]:
+    """{name: [ref1, ref2, ...]} from CoCosNet's `name,ref1,ref2,...` lines (blank lines skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such pair list")
+    out: Dict[str, List[str]] = {}
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        items = [x.strip() for x in line.strip().split(",") if x.strip()]
+        if not items:
+            continue
+        if len(items) < 2:
+            raise ImageError(f"{p}:{n}: expected name,ref1[,ref2,...], got {line.strip()!r}")
+        out[items[0]] = items[1:]
+    return out
+
+
+def _find_layout(root: Path, split: str) -> Tuple[List[Tuple[Path, Path]], Path]:
+    """[(image, label)] of a split and the training image folder (where references live)."""
+    sub = _SPLIT_DIRS[split]
+    for base in (root / "ADEChallengeData2016", root):
+        img_dir, ann_dir = base / "images" / sub, base / "annotations" / sub
+        if img_dir.is_dir() and ann_dir.is_dir():
+            labels = {p.stem: p for p in list_images(ann_dir, (".png",))}
+            pairs = [(p, labels[p.stem]) for p in list_images(img_dir, (".jpg", ".jpeg", ".png"))
+                     if p.stem in labels]
+            return pairs, base / "images" / "training"
+    flat = root / sub
+    if flat.is_dir():
+        tag = "_train_" if sub == "training" else "_val_"
+        pairs = [(p, p.with_suffix(".png")) for p in sorted(flat.glob(f"ADE{tag}*.jpg")) if p.with_suffix(".png").is_file()]
+        if pairs:
+            return pairs, root / "training"
+    found = sorted(x.name for x in root.iterdir())[:8] if root.is_dir() else []
+    raise ImageError(f"{root}: not an ADE20k layout: expected ADEChallengeData2016/images/{sub} with "
+                     f"annotations/{sub}, or {sub}/ADE_*.jpg with the .png beside each; found {found or 'nothing'}")
+
+
+class ADE20kDataset(torch.utils.data.Dataset):
+    """ADE20k samples: label (151, S, S) one-hot, label_index, image, exemplar, exemplar_label,
+    self_ref (bool: the exemplar is the image itself) and index. See the module docstring."""
+
+    def __init__(self, root, size: int, split: str = "train", options: Optional[ADE20kOptions] = None,
+                 seed: int = 0, num_classes: int = NUM_CLASSES):
+        if split not in _SPLIT_DIRS:
+            raise ValueError(f"split must be one of {sorted(_SPLIT_DIRS)}, got {split!r}")
+        self.root, self.size, self.split, self.seed = Path(root), int(size), split, int(seed)
+        self.opts = options or ADE20kOptions()
+        self.num_classes = int(num_classes)
+        self.train = split == "train"
+        pairs, self.ref_dir = _find_layout(self.root, split)
+        good = []
+        for img, lab in pairs:
+            try:
+                check_header(img)
+                check_header(lab)
+                good.append((img, lab))
+            except ImageError as e:
+                warnings.warn(f"skipped: {e}", stacklevel=2)
+        if not good:
+            raise ImageError(f"{self.root}: the ADE20k {_SPLIT_DIRS[split]} split holds no readable image/label pair")
+        self.pairs = good
+        self.image_files = [img for img, _ in good]
+        self.refs = self._load_pairs()
+        self._warned: set = set()
+        p_real, p_hard = self.opts.real_reference_probability, self.opts.hard_reference_probability
+        if not (0 <= p_hard <= p_real <= 1):
+            raise ValueError(f"ade20k: need 0 <= hard_reference_probability ({p_hard}) <= "
+                             f"real_reference_probability ({p_real}) <= 1")
+
+    def _load_pairs(self) -> Dict[str, List[str]]:
+        path = self.opts.pairs
+        if path is None:
+            name = "ade20k_ref.txt" if self.train else "ade20k_ref_test.txt"
+            path = self.root / name if (self.root / name).is_file() else None
+        if path is None:
+            warnings.warn(f"{self.root}: no pair list (ade20k_ref*.txt or the pairs option): every exemplar is the "
+                          f"image itself, differently cropped; `exsynth pairs` builds a list", stacklevel=3)
+            return {}
+        return read_pair_list(path)
+
+    @staticmethod
+    def pair_key(path: Path) -> str:
+        """The name a pair list uses for an image file."""
+        return Path(path).name
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _geometry(self, rng) -> Tuple[int, int, int, bool]:
+        """(load side, crop top, crop left, flip) of one view."""
+        if not self.train:
+            return self.size, 0, 0, False
+        load = self.opts.load_size or int(round(self.size * 286 / 256))
+        load = max(load, self.size)
+        top, left = int(rng.integers(0, load - self.size + 1)), int(rng.integers(0, load - self.size + 1))
+        return load, top, left, bool(self.opts.flip and rng.random() > 0.5)
+
+    def _view(self, img_path: Path, lab_path: Path, rng) -> Tuple[torch.Tensor, torch.Tensor]:
+        load, top, left, flip = self._geometry(rng)
+        image = read_image(img_path, (load, load), resize=True)
+        label = read_label(lab_path, self.num_classes, (load, load), resize=True)
+        s = self.size
+        image, label = image[:, top:top + s, left:left + s], label[top:top + s, left:left + s]
+        if flip:
+            image, label = image.flip(-1), label.flip(-1)
+        return image.contiguous(), label.contiguous()
+
+    def _reference(self, index, rng) -> Optional[Tuple[Path, Path]]:
+        img_path = self.image_files[int(index)]
+        listed = self.refs.get(self.pair_key(img_path))
+        u = rng.random()
+        p_real = self.opts.real_reference_probability if self.train else 1.0
+        if not listed or u >= p_real:
+            return None
+        name = listed[-1] if (self.train and u < self.opts.hard_reference_probability) else listed[0]
+        ref = self.ref_dir / name
+        lab = self._label_of(ref)
+        if not ref.is_file() or lab is None:
+            if name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(f"{ref}: listed as a reference of {img_path.name} but missing (or its label is); "
+                              f"the image itself is used", stacklevel=3)
+            return None
+        return ref, lab
+
+    def _label_of(self, image_path: Path) -> Optional[Path]:
+        beside = image_path.with_suffix(".png")
+        if beside.is_file():
+            return beside
+        parts = list(image_path.parts)
+        if "images" in parts:  # canonical layout: images/<split>/x.jpg -> annotations/<split>/x.png
+            i = len(parts) - 1 - parts[::-1].index("images")
+            parts[i] = "annotations"
+            cand = Path(*parts).with_suffix(".png")
+            return cand if cand.is_file() else None
+        return None
+
+    def __getitem__(self, index) -> Dict[str, object]:
+        rng = draw_rng(index, self.seed)
+        img_path, lab_path = self.pairs[int(index)]
+        ref = self._reference(index, rng)
+        image, label = self._view(img_path, lab_path, rng)
+        if ref is None:  # the image itself, under its own crop and flip
+            exemplar, ex_label = self._view(img_path, lab_path, rng)
+        else:
+            exemplar, ex_label = self._view(ref[0], ref[1], rng)
+        K = self.num_classes
+        return {"label": one_hot(label.numpy(), K), "label_index": label, "image": image,
+                "exemplar": exemplar, "exemplar_label": one_hot(ex_label.numpy(), K),
+                "exemplar_label_index": ex_label, "self_ref": torch.tensor(ref is None), "index": int(index)}
+
+
+def _build(root, *, size, num_classes, split, length, seed, options, rank, world_size):
+    return ADE20kDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
+
+
+register_data_source(DataSourceSpec(
+    name="ade20k", build=_build, options=ADE20kOptions, exemplars=True, num_classes=NUM_CLASSES,
+    description="ADE20k (ADEChallengeData2016, or training/ADE_train_*.jpg + .png), 150 classes + other, "
+                "name,ref1,... pair lists"))
