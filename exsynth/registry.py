@@ -23,7 +23,7 @@ __all__ = ["ModelSpec", "DataSourceSpec", "DrawIndex", "draw_rng", "register_mod
            "data_source", "models", "data_sources", "spec_of", "default_model", "RegistryError", "SUPERVISION_MODES"]
 
 # How a generator sees an exemplar while training (a model lists the ones it supports):
-#   pair   - the data source's (label, exemplar, exemplar label, ground truth) quadruples
+#   pair   - the data source's exemplars (exact quadruples, or retrieved references)
 #   pseudo - the exemplar is a random geometric distortion of the ground truth
 #   self   - crops of one image reconstruct each other (and the image itself)
 #   unpaired - two unaligned domains, no ground truth for an exemplar's rendering
