@@ -123,9 +123,13 @@ def _worker_message(e: BaseException) -> str:
     msg = str(e)
     if "Original Traceback" not in msg:
         return msg
-    last = [line for line in msg.splitlines() if line.strip()][-1].strip()
-    head, sep, rest = last.partition(": ")
-    return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
+    lines = [line for line in msg.splitlines() if line.strip()]
+    # the traceback ends with "module.ExceptionType: message", the message possibly multi-line
+    for i in range(len(lines) - 1, -1, -1):
+        head, sep, rest = lines[i].partition(": ")
+        if sep and not lines[i].startswith(" ") and head.replace(".", "").replace("_", "").isalnum():
+            return " ".join([rest.strip(), *(line.strip() for line in lines[i + 1:])])
+    return lines[-1].strip()
 
 
 def train(args) -> int:
@@ -408,7 +412,10 @@ def pairs_cmd(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"--out {out}: exists (--overwrite replaces it)")
-    vgg = load_vgg19(args.vgg)
+    try:
+        vgg = load_vgg19(args.vgg)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UsageError(f"--vgg {args.vgg}: {e}") from None
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
     kf, kept_k = image_features(keys_ds.image_files, vgg, size=args.size, batch_size=args.batch_size, device=device,

@@ -72,12 +72,16 @@ def _open(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
 
 def _open_header(p: Path):
     Image = _pil()
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():  # exsynth checks the size itself, against --max-pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(p)  # reads the header only
+        # exsynth checks the size itself, against --max-pixels: Pillow's own bomb check (a
+        # warning above ~89 M pixels, an error above ~179 M) would override that limit
+        Image.MAX_IMAGE_PIXELS = None
+        return Image.open(p)  # reads the header only
     except Exception as e:  # PIL raises several types for corrupt / non-image files
         raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def check_header(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tuple[int, int]:

@@ -44,9 +44,33 @@ class _Progress:
         self.stream.flush()
 
 
-def _cache_file(cache: Path, path: Path, size: int) -> Path:
-    key = hashlib.sha1(f"{Path(path).resolve()}|{size}|{','.join(FEATURE_LAYERS)}".encode()).hexdigest()
+def _weights_fingerprint(vgg) -> str:
+    """SHA-1 of the network's weights: a cache filled with other weights is not reused."""
+    h = hashlib.sha1()
+    for t in vgg.state_dict().values():
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cache_file(cache: Path, path: Path, size: int, weights: str) -> Path:
+    """One file per (image path, its size and modification time, feature size, weights)."""
+    st = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{','.join(FEATURE_LAYERS)}|"
+                       f"{weights}".encode()).hexdigest()
     return cache / f"{key}.npy"
+
+
+def _load_cached(f: Path) -> Optional[np.ndarray]:
+    try:
+        return np.load(f)
+    except (OSError, ValueError):  # an interrupted write: compute it again
+        return None
+
+
+def _save_cached(f: Path, row: np.ndarray) -> None:
+    tmp = f.with_name(f".{f.stem}.tmp.npy")
+    np.save(tmp, row)
+    tmp.replace(f)
 
 
 @torch.no_grad()
@@ -59,12 +83,13 @@ def image_features(paths: Sequence[Path], vgg, *, size: int = 128, batch_size: i
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     feats: List[Optional[np.ndarray]] = [None] * len(paths)
+    weights = _weights_fingerprint(vgg) if cache is not None else ""
     todo = []
     for i, p in enumerate(paths):
-        f = _cache_file(cache, p, size) if cache is not None else None
+        f = _cache_file(cache, p, size, weights) if cache is not None else None
         if f is not None and f.is_file():
-            feats[i] = np.load(f)
-        else:
+            feats[i] = _load_cached(f)
+        if feats[i] is None:
             todo.append(i)
     bar = _Progress(len(paths), "features", enabled=progress)
     done = len(paths) - len(todo)
@@ -83,7 +108,7 @@ def image_features(paths: Sequence[Path], vgg, *, size: int = 128, batch_size: i
             for row, i in zip(vec, chunk):
                 feats[i] = row
                 if cache is not None:
-                    np.save(_cache_file(cache, paths[i], size), row)
+                    _save_cached(_cache_file(cache, paths[i], size, weights), row)
         done += len(todo[start:start + batch_size])
         bar.update(done)
     bar.update(len(paths))

@@ -188,3 +188,54 @@ def test_blocked_top_k_equals_a_full_sort():
     ref_s, ref_i = full.topk(5, dim=1)
     assert torch.equal(idx, ref_i)
     torch.testing.assert_close(sim, ref_s)
+
+
+def test_a_file_that_fails_to_decode_is_skipped_once(tmp_path):
+    root = make_ade(tmp_path / "ade", n_train=3, pairs=False)
+    f = root / "ADEChallengeData2016" / "images" / "training" / "ADE_train_00000002.jpg"
+    f.write_bytes(f.read_bytes()[:-200])  # the header reads, the data is cut
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ds = ADE20kDataset(root, 32)
+        a, b, again = ds[DrawIndex(1, 0)], ds[DrawIndex(2, 0)], ds[DrawIndex(1, 5)]
+    bad = [str(x.message) for x in w if "ADE_train_00000002.jpg" in str(x.message)]
+    assert len(bad) == 1 and a["index"] == 2 and again["index"] == 2
+
+
+def test_pairs_cache_follows_the_weights(tmp_path):
+    from exsynth.nn import load_vgg19
+    from exsynth.retrieval import image_features
+    root = make_ade(tmp_path / "ade", n_train=3, pairs=False)
+    files = sorted((root / "ADEChallengeData2016" / "images" / "training").iterdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        v1 = load_vgg19(None)
+        torch.manual_seed(1)
+        v2 = load_vgg19(None)
+    f1, _ = image_features(files, v1, size=32, cache=tmp_path / "c", progress=False)
+    f2, _ = image_features(files, v2, size=32, cache=tmp_path / "c", progress=False)
+    f1_again, _ = image_features(files, v1, size=32, cache=tmp_path / "c", progress=False)
+    assert not torch.equal(f1, f2) and torch.equal(f1, f1_again)
+    # a cache file cut short by an interrupted run is recomputed, not a crash
+    for p in (tmp_path / "c").iterdir():
+        p.write_bytes(p.read_bytes()[:10])
+    f1_redo, _ = image_features(files, v1, size=32, cache=tmp_path / "c", progress=False)
+    torch.testing.assert_close(f1_redo, f1)
+
+
+def test_header_check_is_not_capped_by_pillow(tmp_path):
+    from PIL import Image
+    from exsynth.imageio import check_header
+    Image.new("1", (15000, 15000)).save(tmp_path / "huge.png")  # 225 M pixels, above Pillow's own cap
+    with pytest.raises(ImageError, match="225,000,000 pixels, above the limit of 40,000,000 \\(--max-pixels"):
+        check_header(tmp_path / "huge.png")
+    assert check_header(tmp_path / "huge.png", max_pixels=0) == (15000, 15000)
+
+
+def test_worker_messages_keep_multi_line_errors():
+    from exsynth.cli import _worker_message
+    e = ValueError("Caught LabelRangeError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                   "last):\n  File \"x.py\", line 1, in f\n    g()\nexsynth.imageio.LabelRangeError: a.png: label "
+                   "values span 0..200,\nexpected 0..150 (151 classes)\n")
+    assert _worker_message(e) == "a.png: label values span 0..200, expected 0..150 (151 classes)"

@@ -404,14 +404,17 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
           // itself), computed by the same micro-kernel as dP = dO . v^T, with the tile's out
           // rows as the panel's columns: where a row is one-hot (out == v_j bitwise) delta then
           // equals that dP_j bitwise and dS_j is exactly 0, as in the oracle's softmax backward.
-          for (int64_t it = 0; it < mt; ++it) {
-            std::fill(outP.begin(), outP.end(), T(0));
-            for (int rr = 0; rr < MR && it * MR + rr < rows; ++rr)
-              for (int64_t c = 0; c < Cv; ++c) outP[c * NR + rr] = out_b[(it * MR + rr) * Cv + c];
-            micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv, outP.data(), dOut.data(), NR, false);
-            for (int rr = 0; rr < MR && it * MR + rr < rows; ++rr)
-              delta_b[it * MR + rr] = dOut[rr * NR + rr] - dlse_b[it * MR + rr];
-          }
+          // NR may be smaller than MR (float64 on 16-byte vectors: NR = 4, MR = 6): the tile's
+          // rows go into the panel NR at a time, row r0 + c into column c.
+          for (int64_t it = 0; it < mt; ++it)
+            for (int r0 = 0; r0 < MR; r0 += NR) {
+              std::fill(outP.begin(), outP.end(), T(0));
+              for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
+                for (int64_t ch = 0; ch < Cv; ++ch) outP[ch * NR + c] = out_b[(it * MR + r0 + c) * Cv + ch];
+              micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv, outP.data(), dOut.data(), NR, false);
+              for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
+                delta_b[it * MR + r0 + c] = dOut[(r0 + c) * NR + c] - dlse_b[it * MR + r0 + c];
+            }
         }
         std::fill(dQb.begin(), dQb.end(), T(0));
         for (int64_t j0 = 0; j0 < Lk; j0 += BN) {

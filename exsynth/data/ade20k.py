@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..imageio import ImageError, check_header, list_images, read_image, read_label
+from ..imageio import ImageError, LabelRangeError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, draw_rng, register_data_source
 from .synthetic import one_hot
 
@@ -124,7 +124,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
             raise ImageError(f"{self.root}: the ADE20k {_SPLIT_DIRS[split]} split holds no readable image/label pair")
         self.pairs = good
         self.image_files = [img for img, _ in good]
-        self.refs = self._load_pairs()
+        self._refs: Optional[Dict[str, List[str]]] = None  # parsed on first use (`exsynth pairs` never does)
         self._warned: set = set()
         p_real, p_hard = self.opts.real_reference_probability, self.opts.hard_reference_probability
         if not (0 <= p_hard <= p_real <= 1):
@@ -141,6 +141,12 @@ class ADE20kDataset(torch.utils.data.Dataset):
                           f"image itself, differently cropped; `exsynth pairs` builds a list", stacklevel=3)
             return {}
         return read_pair_list(path)
+
+    @property
+    def refs(self) -> Dict[str, List[str]]:
+        if self._refs is None:
+            self._refs = self._load_pairs()
+        return self._refs
 
     @staticmethod
     def pair_key(path: Path) -> str:
@@ -180,10 +186,8 @@ class ADE20kDataset(torch.utils.data.Dataset):
         ref = self.ref_dir / name
         lab = self._label_of(ref)
         if not ref.is_file() or lab is None:
-            if name not in self._warned:
-                self._warned.add(name)
-                warnings.warn(f"{ref}: listed as a reference of {img_path.name} but missing (or its label is); "
-                              f"the image itself is used", stacklevel=3)
+            self._warn_once(name, f"{ref}: listed as a reference of {img_path.name} but missing (or its label is); "
+                                  f"the image itself is used")
             return None
         return ref, lab
 
@@ -199,19 +203,45 @@ class ADE20kDataset(torch.utils.data.Dataset):
             return cand if cand.is_file() else None
         return None
 
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
+
     def __getitem__(self, index) -> Dict[str, object]:
+        # a file that decodes badly is warned about once and replaced by the next pair
+        # (deterministically: resume retraces it); a label id beyond the classes stops the run
+        n = len(self.pairs)
+        for step in range(n):
+            i = (int(index) + step) % n
+            try:
+                return self._sample(index, i)
+            except LabelRangeError:
+                raise
+            except ImageError as e:
+                self._warn_once(("bad", i), f"skipped: {e}")
+        raise ImageError(f"{self.root}: no readable image/label pair left")
+
+    def _sample(self, index, i: int) -> Dict[str, object]:
         rng = draw_rng(index, self.seed)
-        img_path, lab_path = self.pairs[int(index)]
-        ref = self._reference(index, rng)
+        img_path, lab_path = self.pairs[i]
+        ref = self._reference(i, rng)
         image, label = self._view(img_path, lab_path, rng)
-        if ref is None:  # the image itself, under its own crop and flip
+        exemplar = None
+        if ref is not None:
+            try:
+                exemplar, ex_label = self._view(ref[0], ref[1], rng)
+            except LabelRangeError:
+                raise
+            except ImageError as e:  # a listed reference that does not decode: the image itself
+                self._warn_once(("ref", ref[0]), f"{e}; the image itself is used as its exemplar")
+                ref = None
+        if exemplar is None:  # the image itself, under its own crop and flip
             exemplar, ex_label = self._view(img_path, lab_path, rng)
-        else:
-            exemplar, ex_label = self._view(ref[0], ref[1], rng)
         K = self.num_classes
         return {"label": one_hot(label.numpy(), K), "label_index": label, "image": image,
                 "exemplar": exemplar, "exemplar_label": one_hot(ex_label.numpy(), K),
-                "exemplar_label_index": ex_label, "self_ref": torch.tensor(ref is None), "index": int(index)}
+                "exemplar_label_index": ex_label, "self_ref": torch.tensor(ref is None), "index": i}
 
 
 def _build(root, *, size, num_classes, split, length, seed, options, rank, world_size):

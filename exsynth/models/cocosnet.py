@@ -304,7 +304,14 @@ class CoCosNetObjective(Objective):
             terms["reg"] = F.l1_loss(out["cycle"], out["exemplar_small"])
         size = out["warped"].shape[-2:]
         if self.on("warp"):
-            terms["warp"] = F.l1_loss(out["warped"], F.adaptive_avg_pool2d(image, size))
+            target = F.adaptive_avg_pool2d(image, size)
+            if "self_ref" in batch and self.supervision == "pair":
+                # a retrieved reference warped onto the input is not the ground truth: the
+                # released code applies this term to self-exemplars only
+                w = batch["self_ref"].to(target.dtype).view(-1, 1, 1, 1)
+                terms["warp"] = ((out["warped"] - target).abs() * w).mean()
+            else:
+                terms["warp"] = F.l1_loss(out["warped"], target)
         if use_mask:
             # in float32 even under autocast: a bf16 log of small probabilities is coarse
             target = F.adaptive_avg_pool2d(label.float(), size)

@@ -144,6 +144,9 @@ class TrainConfig:
                      "image_every", "train_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "data_seed"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if int(self.attn_pretrain_steps) < 0:
             raise ValueError(f"attn_pretrain_steps must be >= 0, got {self.attn_pretrain_steps}")
         if int(self.num_workers) < 0:
