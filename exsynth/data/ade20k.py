@@ -36,18 +36,19 @@ from ..imageio import ImageError, LabelRangeError, check_header, list_images, re
 from ..registry import DataSourceSpec, draw_rng, register_data_source
 from .synthetic import one_hot
 
-__all__ = ["ADE20kOptions", "ADE20kDataset", "read_pair_list", "NUM_CLASSES"]
+__all__ = ["PairListOptions", "ADE20kOptions", "ADE20kDataset", "read_pair_list", "NUM_CLASSES"]
 
 NUM_CLASSES = 151  # 150 + "other" (0)
 _SPLIT_DIRS = {"train": "training", "val": "validation", "test": "validation"}
 
 
 @dataclass
-class ADE20kOptions:
-    """Options of the ade20k source.
+class PairListOptions:
+    """Options of the sources that read CoCosNet pair lists (ade20k, celebahq).
 
-    pairs: a pair list in CoCosNet's format (name,ref1,ref2,...); None: ROOT/ade20k_ref.txt
-        (training) or ROOT/ade20k_ref_test.txt (validation) when present, else self-exemplars.
+    pairs: a pair list in CoCosNet's format (name,ref1,ref2,...); None: the layout's own file in
+        ROOT when present (ade20k_ref.txt / ade20k_ref_test.txt, celebahq_ref.txt /
+        celebahq_ref_test.txt for training / validation), else self-exemplars.
     real_reference_probability: chance that a training sample takes a listed reference (0.7).
     hard_reference_probability: chance that it takes the hard (last listed) one (0.2).
     load_size: side the image is resized to before the random crop in training (None: 286/256
@@ -60,6 +61,9 @@ class ADE20kOptions:
     hard_reference_probability: float = 0.2
     load_size: Optional[int] = None
     flip: bool = True
+
+
+ADE20kOptions = PairListOptions
 
 
 def read_pair_list(path) -> Dict[str, List[str]]:
@@ -101,44 +105,63 @@ def _find_layout(root: Path, split: str) -> Tuple[List[Tuple[Path, Path]], Path]
 
 class ADE20kDataset(torch.utils.data.Dataset):
     """ADE20k samples: label (151, S, S) one-hot, label_index, image, exemplar, exemplar_label,
-    self_ref (bool: the exemplar is the image itself) and index. See the module docstring."""
+    self_ref (bool: the exemplar is the image itself) and index. See the module docstring.
 
-    def __init__(self, root, size: int, split: str = "train", options: Optional[ADE20kOptions] = None,
+    Other layouts with CoCosNet pair lists subclass it and override `_find` (the split's
+    (image, label source) pairs and the folder references live in), `_check_label`,
+    `_read_label` and `_label_of`."""
+
+    LAYOUT = "ADE20k"
+    PAIR_FILES = ("ade20k_ref.txt", "ade20k_ref_test.txt")
+
+    def __init__(self, root, size: int, split: str = "train", options: Optional[PairListOptions] = None,
                  seed: int = 0, num_classes: int = NUM_CLASSES):
         if split not in _SPLIT_DIRS:
             raise ValueError(f"split must be one of {sorted(_SPLIT_DIRS)}, got {split!r}")
         self.root, self.size, self.split, self.seed = Path(root), int(size), split, int(seed)
-        self.opts = options or ADE20kOptions()
+        self.opts = options or PairListOptions()
         self.num_classes = int(num_classes)
         self.train = split == "train"
-        pairs, self.ref_dir = _find_layout(self.root, split)
+        pairs, self.ref_dir = self._find()
         good = []
         for img, lab in pairs:
             try:
                 check_header(img)
-                check_header(lab)
+                self._check_label(lab)
                 good.append((img, lab))
             except ImageError as e:
                 warnings.warn(f"skipped: {e}", stacklevel=2)
         if not good:
-            raise ImageError(f"{self.root}: the ADE20k {_SPLIT_DIRS[split]} split holds no readable image/label pair")
+            raise ImageError(f"{self.root}: the {self.LAYOUT} {_SPLIT_DIRS[split]} split holds no readable "
+                             f"image/label pair")
         self.pairs = good
         self.image_files = [img for img, _ in good]
         self._refs: Optional[Dict[str, List[str]]] = None  # parsed on first use (`exsynth pairs` never does)
         self._warned: set = set()
         p_real, p_hard = self.opts.real_reference_probability, self.opts.hard_reference_probability
         if not (0 <= p_hard <= p_real <= 1):
-            raise ValueError(f"ade20k: need 0 <= hard_reference_probability ({p_hard}) <= "
+            raise ValueError(f"{self.LAYOUT}: need 0 <= hard_reference_probability ({p_hard}) <= "
                              f"real_reference_probability ({p_real}) <= 1")
+
+    # ---- what a layout defines ----------------------------------------------------------------
+
+    def _find(self):
+        return _find_layout(self.root, self.split)
+
+    def _check_label(self, lab) -> None:
+        check_header(lab)
+
+    def _read_label(self, lab, load: int) -> torch.Tensor:
+        return read_label(lab, self.num_classes, (load, load), resize=True)
 
     def _load_pairs(self) -> Dict[str, List[str]]:
         path = self.opts.pairs
         if path is None:
-            name = "ade20k_ref.txt" if self.train else "ade20k_ref_test.txt"
+            name = self.PAIR_FILES[0] if self.train else self.PAIR_FILES[1]
             path = self.root / name if (self.root / name).is_file() else None
         if path is None:
-            warnings.warn(f"{self.root}: no pair list (ade20k_ref*.txt or the pairs option): every exemplar is the "
-                          f"image itself, differently cropped; `exsynth pairs` builds a list", stacklevel=3)
+            warnings.warn(f"{self.root}: no pair list ({self.PAIR_FILES[0]} or the pairs option): every exemplar is "
+                          f"the image itself, differently cropped; `exsynth pairs` builds a list", stacklevel=3)
             return {}
         return read_pair_list(path)
 
@@ -168,7 +191,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
     def _view(self, img_path: Path, lab_path: Path, rng) -> Tuple[torch.Tensor, torch.Tensor]:
         load, top, left, flip = self._geometry(rng)
         image = read_image(img_path, (load, load), resize=True)
-        label = read_label(lab_path, self.num_classes, (load, load), resize=True)
+        label = self._read_label(lab_path, load)
         s = self.size
         image, label = image[:, top:top + s, left:left + s], label[top:top + s, left:left + s]
         if flip:
@@ -249,6 +272,6 @@ def _build(root, *, size, num_classes, split, length, seed, options, rank, world
 
 
 register_data_source(DataSourceSpec(
-    name="ade20k", build=_build, options=ADE20kOptions, exemplars=True, num_classes=NUM_CLASSES,
+    name="ade20k", build=_build, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
     description="ADE20k (ADEChallengeData2016, or training/ADE_train_*.jpg + .png), 150 classes + other, "
                 "name,ref1,... pair lists"))
