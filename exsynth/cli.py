@@ -216,6 +216,60 @@ def _pairs(args):
     return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label")) for p in labels]
 
 
+def _synthesize_dataset(args) -> int:
+    """Every sample of a data source's split through the model, written as OUT/NAME.png: a
+    layout's validation images with their listed (easy) references, as the papers test."""
+    import torch
+
+    from exsynth.checkpoint import size_multiple
+    from exsynth.imageio import ImageError, write_image
+    from exsynth.inference import synthesize, visuals_of
+    from exsynth.registry import RegistryError, data_source
+
+    device = _device(args.device)
+    model, payload = _load_generator(args.checkpoint, device)
+    try:
+        src = data_source(args.dataset, what="--dataset")
+    except RegistryError as e:
+        raise UsageError(str(e)) from None
+    if not src.has_exemplars:
+        raise UsageError(f"--dataset {src.name}: its samples carry no exemplars to synthesize from")
+    if src.needs_root and (args.data is None or not Path(args.data).exists()):
+        raise UsageError(f"--data {args.data}: no such folder (the {src.name} data source reads a root folder)")
+    if args.warped and "warped" not in visuals_of(model):
+        raise UsageError(f"--warped: the {payload['model']} model has no warped picture")
+    K = model.cfg.label_channels
+    if src.num_classes is not None and K != src.num_classes:
+        raise UsageError(f"the checkpoint's model has {K} classes; the {src.name} layout has {src.num_classes}")
+    size = args.size or (payload.get("train_config") or {}).get("size") or 64
+    if size % size_multiple(model):
+        raise UsageError(f"--size {size}: this model needs a multiple of {size_multiple(model)}")
+    try:
+        ds = src.make(args.data or "synthetic", size=size, num_classes=K, split=args.split, length=args.limit)
+    except (ImageError, ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out)
+    if out.suffix or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: give a folder with --dataset")
+    n = len(ds) if args.limit is None else min(len(ds), args.limit)
+    names = [Path(ds.image_files[i]).stem for i in range(n)] if hasattr(ds, "image_files") else \
+        [f"{i:06d}" for i in range(n)]
+    t0 = time.perf_counter()
+    for start in range(0, n, args.batch_size):
+        try:
+            items = [ds[i] for i in range(start, min(n, start + args.batch_size))]
+        except ImageError as e:
+            raise UsageError(str(e)) from None
+        b = {k: torch.stack([it[k] for it in items]).to(device) for k in ("label", "exemplar", "exemplar_label")}
+        res = synthesize(model, b["label"], b["exemplar"], b["exemplar_label"], warped=args.warped)
+        for j, name in enumerate(names[start:start + len(items)]):
+            write_image(res["fake"][j], out / f"{name}.png")
+            if args.warped:
+                write_image(res["warped"][j], out / f"{name}_warped.png")
+    print(f"{out}: {n} {src.name} {args.split} samples at {size}px ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def synthesize_cmd(args) -> int:
     import torch
 
@@ -225,6 +279,12 @@ def synthesize_cmd(args) -> int:
                                  write_image)
     from exsynth.inference import correspondence_picture, needs_exemplar_label, synthesize, visuals_of
 
+    if args.dataset is not None:
+        if args.input or args.exemplar or args.exemplar_label:
+            raise UsageError("--dataset synthesizes a data source's split: drop --input, --exemplar, --exemplar-label")
+        return _synthesize_dataset(args)
+    if not args.input or not args.exemplar:
+        raise UsageError("give --input and --exemplar (files or folders), or --dataset NAME --data ROOT")
     device = _device(args.device)
     model, payload = _load_generator(args.checkpoint, device)
     K = model.cfg.label_channels
@@ -588,14 +648,21 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
 
     p = sub.add_parser("synthesize", help="label map(s) + exemplar(s) -> photo(s)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--input", required=True, help="class-index label PNG, or a folder of them")
-    p.add_argument("--exemplar", required=True, help="exemplar photo, or a folder matched by file name")
+    p.add_argument("--input", help="class-index label PNG, or a folder of them")
+    p.add_argument("--exemplar", help="exemplar photo, or a folder matched by file name")
     p.add_argument("--exemplar-label", help="the exemplar's label PNG (or folder), for models that use it")
     p.add_argument("--out", required=True, help="output file, or folder when --input is a folder")
     p.add_argument("--warped", action="store_true", help="also write NAME_warped.png (models that have one)")
     p.add_argument("--correspondence", action="store_true",
                    help="also write NAME_correspondence.png (models that have one)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", help="instead of --input/--exemplar: every sample of this data source's split, "
+                                     "with its exemplar (e.g. ade20k's validation images and listed references)")
+    p.add_argument("--data", help="the data source's root (with --dataset)")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"], help="with --dataset (default val)")
+    p.add_argument("--size", type=int, help="with --dataset: image side (default: the checkpoint's training size)")
+    p.add_argument("--limit", type=int, help="with --dataset: the first N samples only")
+    p.add_argument("--batch-size", type=int, default=8, help="with --dataset")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images above this many pixels, checked from the file header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")

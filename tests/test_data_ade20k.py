@@ -239,3 +239,32 @@ def test_worker_messages_keep_multi_line_errors():
                    "last):\n  File \"x.py\", line 1, in f\n    g()\nexsynth.imageio.LabelRangeError: a.png: label "
                    "values span 0..200,\nexpected 0..150 (151 classes)\n")
     assert _worker_message(e) == "a.png: label values span 0..200, expected 0..150 (151 classes)"
+
+
+def test_synthesize_a_validation_split(tmp_path, capsys):
+    """`exsynth synthesize --dataset ade20k` runs the validation images with their listed
+    references and writes one output per image."""
+    root = make_ade(tmp_path / "ade")
+    out = tmp_path / "r"
+    assert cli.main(["train", "--dataset", "ade20k", "--data", str(root), "--num-classes", "151", "--size", "32",
+                     "--batch-size", "2", "--steps", "1", "--quiet", "--out", str(out), "--option", "width=4",
+                     "--option", "num_up=2", "--option", "max_mult=2", "--option", "spade_hidden=8",
+                     "--option", "adaptor_downsample=1", "--option", "exemplar_label_input=true",
+                     "--loss", "feat=0", "--loss", "perc=0", "--loss", "context=0", "--loss", "adv=0",
+                     "--loss", "gan_feat=0"]) == 0
+    capsys.readouterr()
+    ck = str(out / "checkpoints" / "latest.pt")
+    assert cli.main(["synthesize", "--checkpoint", ck, "--dataset", "ade20k", "--data", str(root),
+                     "--out", str(tmp_path / "val"), "--warped"]) == 0
+    from exsynth.imageio import read_image
+    names = sorted(p.name for p in (tmp_path / "val").iterdir())
+    assert names == ["ADE_val_00000001.png", "ADE_val_00000001_warped.png", "ADE_val_00000002.png",
+                     "ADE_val_00000002_warped.png"]
+    assert read_image(tmp_path / "val" / "ADE_val_00000001.png").shape == (3, 32, 32)
+    # one clear line for mixed or missing arguments
+    for argv, text in ((["--dataset", "ade20k", "--data", str(root), "--input", "x.png"], "drop --input"),
+                       ([], "give --input and --exemplar"),
+                       (["--dataset", "folder", "--data", str(root)], "no exemplars")):
+        assert cli.main(["synthesize", "--checkpoint", ck, "--out", str(tmp_path / "o2"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0], err
