@@ -86,7 +86,7 @@ def _parse_kv(items, what):
 
 def _train_config(args):
     """TrainConfig from --preset < --config file < flags; returns (config, the TrainConfig fields
-    given as flags, whether model or data-source options were given)."""
+    given as flags)."""
     from exsynth.train import PRESETS, TrainConfig, load_config_file
     d = {}
     if args.preset:
@@ -104,15 +104,13 @@ def _train_config(args):
         d.update(file_cfg)
     given = given_values(args, args.train_dests)
     d.update(given)
-    model_given = given_values(args, args.model_dests)
-    data_given = given_values(args, args.data_dests)
-    d.setdefault("model_options", {}).update(model_given)
+    d.setdefault("model_options", {}).update(given_values(args, args.model_dests))
     d["model_options"].update(_parse_kv(args.option, "--option"))
-    d.setdefault("data_options", {}).update(data_given)
+    d.setdefault("data_options", {}).update(given_values(args, args.data_dests))
     d["data_options"].update(_parse_kv(args.data_option, "--data-option"))
     d.setdefault("losses", {}).update(_parse_kv(args.loss, "--loss"))
     try:
-        return TrainConfig.from_dict(d), given, sorted(model_given) + sorted(data_given)
+        return TrainConfig.from_dict(d), given
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
 
@@ -148,7 +146,7 @@ def train(args) -> int:
                   if hasattr(args, dest)]
         if fixed:
             raise UsageError(f"--resume continues a run with its checkpoint's configuration; drop {', '.join(fixed)}")
-    cfg, given, _ = _train_config(args)
+    cfg, given = _train_config(args)
     try:
         if args.resume is None:
             trainer = Trainer(cfg, quiet=args.quiet, overwrite=args.overwrite)
@@ -216,6 +214,15 @@ def _pairs(args):
     return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label")) for p in labels]
 
 
+def _data_source(name):
+    """The registered data source `name`; one error line listing the registered ones otherwise."""
+    from exsynth.registry import RegistryError, data_source
+    try:
+        return data_source(name, what="--dataset")
+    except RegistryError as e:
+        raise UsageError(str(e)) from None
+
+
 def _synthesize_dataset(args) -> int:
     """Every sample of a data source's split through the model, written as OUT/NAME.png: a
     layout's validation images with their listed (easy) references, as the papers test."""
@@ -224,18 +231,12 @@ def _synthesize_dataset(args) -> int:
     from exsynth.checkpoint import size_multiple
     from exsynth.imageio import ImageError, write_image
     from exsynth.inference import synthesize, visuals_of
-    from exsynth.registry import RegistryError, data_source
 
     device = _device(args.device)
     model, payload = _load_generator(args.checkpoint, device)
-    try:
-        src = data_source(args.dataset, what="--dataset")
-    except RegistryError as e:
-        raise UsageError(str(e)) from None
+    src = _data_source(args.dataset)
     if not src.has_exemplars:
         raise UsageError(f"--dataset {src.name}: its samples carry no exemplars to synthesize from")
-    if src.needs_root and (args.data is None or not Path(args.data).exists()):
-        raise UsageError(f"--data {args.data}: no such folder (the {src.name} data source reads a root folder)")
     if args.warped and "warped" not in visuals_of(model):
         raise UsageError(f"--warped: the {payload['model']} model has no warped picture")
     K = model.cfg.label_channels
@@ -245,7 +246,7 @@ def _synthesize_dataset(args) -> int:
     if size % size_multiple(model):
         raise UsageError(f"--size {size}: this model needs a multiple of {size_multiple(model)}")
     try:
-        ds = src.make(args.data or "synthetic", size=size, num_classes=K, split=args.split, length=args.limit)
+        ds = src.make(args.data, size=size, num_classes=K, split=args.split, length=args.limit)
     except (ImageError, ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
@@ -348,34 +349,25 @@ def synthesize_cmd(args) -> int:
 
 def _eval_source(payload, args):
     """(data source spec, root, options): --dataset / --data, else the checkpoint's training data."""
-    from exsynth.registry import RegistryError, data_source
+    from exsynth.registry import data_sources, default_source
     tc = payload.get("train_config") or {}
+    sources = data_sources()
     if args.dataset is None and args.data is None:
         # the data the checkpoint trained on, where it has exact ground truth; else synthetic
         root = tc.get("data", "synthetic")
-        name = tc.get("dataset") or ("synthetic" if root == "synthetic" else "folder")
-        if name not in _sources() or not _sources()[name].pairs:
+        name = tc.get("dataset") or default_source(root)
+        if name not in sources or not sources[name].pairs:
             root, name = "synthetic", "synthetic"
     else:
         root = args.data if args.data is not None else "synthetic"
-        name = args.dataset or ("synthetic" if root == "synthetic" else "folder")
-    try:
-        src = data_source(name, what="--dataset")
-    except RegistryError as e:
-        raise UsageError(str(e)) from None
+        name = args.dataset or default_source(root)
+    src = _data_source(name)
     if not src.pairs:
         given = "--dataset" if args.dataset else f"--data {root} (read as --dataset {name})"
         raise UsageError(f"{given}: the {name} data source has no exact exemplar ground truth to score against; "
-                         f"sources that do: {', '.join(n for n, s in _sources().items() if s.pairs)}")
-    if src.needs_root and not Path(root).exists():
-        raise UsageError(f"--data {root}: no such folder")
+                         f"sources that do: {', '.join(n for n, s in sources.items() if s.pairs)}")
     opts = dict(tc.get("data_options") or {}) if args.dataset is None and args.data is None else {}
     return src, root, opts
-
-
-def _sources():
-    from exsynth.registry import data_sources
-    return data_sources()
 
 
 def eval_cmd(args) -> int:
@@ -443,19 +435,13 @@ def pairs_cmd(args) -> int:
 
     from exsynth.imageio import ImageError
     from exsynth.nn import load_vgg19
-    from exsynth.registry import RegistryError, data_source
     from exsynth.retrieval import image_features, top_k_neighbours, write_pair_list
 
     for name in ("top_k", "size", "batch_size"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     device = _device(args.device)
-    try:
-        src = data_source(args.dataset, what="--dataset")
-    except RegistryError as e:
-        raise UsageError(str(e)) from None
-    if src.needs_root and not Path(args.data).exists():
-        raise UsageError(f"--data {args.data}: no such folder")
+    src = _data_source(args.dataset)
     k = src.num_classes or 256  # labels are not read here
 
     def files(split):
@@ -559,7 +545,7 @@ def _train_context(argv):
     """(model name, data source name) a `train` command line is about, read before the full
     parser is built so that the flags of that model's and source's options can be offered.
     Unknown names give (None, ...): the full parse reports them with the registered ones."""
-    from exsynth.registry import data_sources, default_model, models
+    from exsynth.registry import data_sources, default_model, default_source, models
     from exsynth.train import PRESETS, load_config_file
     pre = argparse.ArgumentParser(prog="exsynth train", add_help=False, allow_abbrev=False)
     for flag in ("--model", "--preset", "--config", "--dataset", "--data", "--resume"):
@@ -578,7 +564,7 @@ def _train_context(argv):
             pass  # reported by the full parse
     model = ns.model or base.get("model") or default_model()
     data = ns.data or base.get("data") or "synthetic"
-    source = ns.dataset or base.get("dataset") or ("synthetic" if data == "synthetic" else "folder")
+    source = ns.dataset or base.get("dataset") or default_source(data)
     unknown = None
     if ns.model and ns.model not in models():
         unknown = f"--model {ns.model!r} is not registered; registered models: {', '.join(models())}"
@@ -591,10 +577,9 @@ def _train_context(argv):
 
 def _add_train_parser(sub, model_name, source_name):
     from exsynth.options import add_dataclass_flags
-    from exsynth.registry import data_source, model_spec, models
+    from exsynth.registry import data_source, data_sources, model_spec, models
     from exsynth.train import PRESETS, TrainConfig, field_docs
 
-    from exsynth.registry import data_sources
     epilog = ("registered models:\n" + "".join(f"  {n:<12} {m.description}\n" for n, m in models().items())
               + "registered data sources (--dataset):\n"
               + "".join(f"  {n:<12} {d.description}\n" for n, d in data_sources().items()))

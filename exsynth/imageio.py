@@ -135,22 +135,28 @@ def resize_image(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]] = None, *,
-               resize: bool = False, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+               resize: bool = False, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+               unlabeled_as: Optional[int] = None) -> torch.Tensor:
     """Class-index PNG (mode L, P or I; value = class) -> int64 (H, W). RGB label maps are
     refused: colours do not say which class they are. Values must be < num_classes. Files
-    above `max_pixels` are refused from their header (None or 0: no limit)."""
+    above `max_pixels` are refused from their header (None or 0: no limit). unlabeled_as: the
+    class the value 255 ("unlabeled" in COCO-stuff / SPADE maps) is read as."""
     img = _open(path, max_pixels)
     if img.mode not in ("L", "P", "I", "I;16"):
         raise ImageError(f"{path}: label map has mode {img.mode!r}; expected a single-channel class-index "
                          f"image (mode L, P or I, pixel value = class id)")
     arr = np.asarray(img).astype(np.int64)
+    if unlabeled_as is not None:
+        arr[arr == 255] = unlabeled_as
+    # the file's own values are checked, before a resize could drop the pixels that hold a bad one
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= num_classes:
+        read_as = "" if unlabeled_as is None else f", 255 read as {unlabeled_as}"
+        raise LabelRangeError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
+                              f"({num_classes} classes{read_as})")
     if size is not None and resize:
         arr = resize_label(torch.from_numpy(arr), size).numpy()
     _check_size(path, arr.shape, size, "label map")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= num_classes:
-        raise LabelRangeError(f"{path}: label values span {lo}..{hi}, expected 0..{num_classes - 1} "
-                         f"({num_classes} classes)")
     return torch.from_numpy(arr)
 
 

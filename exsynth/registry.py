@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 __all__ = ["ModelSpec", "DataSourceSpec", "DrawIndex", "draw_rng", "register_model", "register_data_source", "unregister_model",
            "unregister_data_source", "model_spec",
-           "data_source", "models", "data_sources", "spec_of", "default_model", "RegistryError", "SUPERVISION_MODES"]
+           "data_source", "models", "data_sources", "spec_of", "default_model", "default_source", "RegistryError", "SUPERVISION_MODES"]
 
 # How a generator sees an exemplar while training (a model lists the ones it supports):
 #   pair   - the data source's exemplars (exact quadruples, or retrieved references)
@@ -162,6 +163,8 @@ class DataSourceSpec:
             opts = self.options(**(options or {}))
         elif options:
             raise ValueError(f"data source {self.name!r} takes no options, got {sorted(options)}")
+        if self.needs_root and (root is None or not Path(root).exists()):
+            raise ValueError(f"data {root!r}: no such folder (the {self.name} data source reads a root folder)")
         return self.build(root, size=size, num_classes=num_classes, split=split, length=length, seed=seed,
                           options=opts, rank=rank, world_size=world_size)
 
@@ -285,6 +288,12 @@ def default_model() -> str:
         if spec.default:
             return spec.name
     raise RegistryError(f"no default model is registered; name one of: {', '.join(models())}")
+
+
+def default_source(root) -> str:
+    """The data source a bare `--data ROOT` means: "synthetic" for the word synthetic, else
+    "folder" (ROOT/images + ROOT/labels)."""
+    return "synthetic" if root == "synthetic" else "folder"
 
 
 def spec_of(model) -> ModelSpec:

@@ -34,6 +34,7 @@ import torch
 
 from ..imageio import ImageError, LabelRangeError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, draw_rng, register_data_source
+from ._robust import load_skipping_bad, readable
 from .synthetic import one_hot
 
 __all__ = ["PairListOptions", "ADE20kOptions", "ADE20kDataset", "read_pair_list", "NUM_CLASSES"]
@@ -123,14 +124,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.train = split == "train"
         pairs, self.ref_dir = self._find()
-        good = []
-        for img, lab in pairs:
-            try:
-                check_header(img)
-                self._check_label(lab)
-                good.append((img, lab))
-            except ImageError as e:
-                warnings.warn(f"skipped: {e}", stacklevel=2)
+        good = readable(pairs, lambda pair: (check_header(pair[0]), self._check_label(pair[1])))
         if not good:
             raise ImageError(f"{self.root}: the {self.LAYOUT} {_SPLIT_DIRS[split]} split holds no readable "
                              f"image/label pair")
@@ -138,10 +132,17 @@ class ADE20kDataset(torch.utils.data.Dataset):
         self.image_files = [img for img, _ in good]
         self._refs: Optional[Dict[str, List[str]]] = None  # parsed on first use (`exsynth pairs` never does)
         self._warned: set = set()
+        self._bad: set = set()
         p_real, p_hard = self.opts.real_reference_probability, self.opts.hard_reference_probability
         if not (0 <= p_hard <= p_real <= 1):
             raise ValueError(f"{self.LAYOUT}: need 0 <= hard_reference_probability ({p_hard}) <= "
                              f"real_reference_probability ({p_real}) <= 1")
+
+    @classmethod
+    def from_source(cls, root, *, size, num_classes, split, length, seed, options, rank, world_size):
+        """`DataSourceSpec.build` of every layout built on this class (length, rank and world size
+        do not apply: map-style, the trainer's sampler shards)."""
+        return cls(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
 
     # ---- what a layout defines ----------------------------------------------------------------
 
@@ -232,18 +233,8 @@ class ADE20kDataset(torch.utils.data.Dataset):
             warnings.warn(message, stacklevel=3)
 
     def __getitem__(self, index) -> Dict[str, object]:
-        # a file that decodes badly is warned about once and replaced by the next pair
-        # (deterministically: resume retraces it); a label id beyond the classes stops the run
-        n = len(self.pairs)
-        for step in range(n):
-            i = (int(index) + step) % n
-            try:
-                return self._sample(index, i)
-            except LabelRangeError:
-                raise
-            except ImageError as e:
-                self._warn_once(("bad", i), f"skipped: {e}")
-        raise ImageError(f"{self.root}: no readable image/label pair left")
+        # the draw stays the requested sample's, whichever pair stands in for a bad one
+        return load_skipping_bad(index, len(self.pairs), lambda i: self._sample(index, i), self._bad, self.root)
 
     def _sample(self, index, i: int) -> Dict[str, object]:
         rng = draw_rng(index, self.seed)
@@ -267,11 +258,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
                 "exemplar_label_index": ex_label, "self_ref": torch.tensor(ref is None), "index": i}
 
 
-def _build(root, *, size, num_classes, split, length, seed, options, rank, world_size):
-    return ADE20kDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
-
-
 register_data_source(DataSourceSpec(
-    name="ade20k", build=_build, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
+    name="ade20k", build=ADE20kDataset.from_source, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
     description="ADE20k (ADEChallengeData2016, or training/ADE_train_*.jpg + .png), 150 classes + other, "
                 "name,ref1,... pair lists"))

@@ -20,9 +20,8 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..imageio import ImageError, _open, check_header
+from ..imageio import ImageError, _open, check_header, resize_label
 from ..registry import DataSourceSpec, register_data_source
 from .ade20k import ADE20kDataset, PairListOptions
 
@@ -94,8 +93,7 @@ class CelebAHQDataset(ADE20kDataset):
             f"{image_id:05d}_*.png"))), p))
 
     def _read_label(self, lab, load: int) -> torch.Tensor:
-        label = merge_part_masks(*lab)
-        return F.interpolate(label[None, None].float(), size=(load, load), mode="nearest")[0, 0].long()
+        return resize_label(merge_part_masks(*lab), (load, load))
 
     def _label_of(self, image_path: Path):
         try:
@@ -106,11 +104,7 @@ class CelebAHQDataset(ADE20kDataset):
         return (anno, image_id) if (anno / str(image_id // 2000)).is_dir() else None
 
 
-def _build(root, *, size, num_classes, split, length, seed, options, rank, world_size):
-    return CelebAHQDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
-
-
 register_data_source(DataSourceSpec(
-    name="celebahq", build=_build, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
+    name="celebahq", build=CelebAHQDataset.from_source, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
     description="CelebA-HQ-img + CelebAMask-HQ-mask-anno part masks (19 classes), train.txt/val.txt, "
                 "name,ref1,... pair lists"))

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..imageio import ImageError, LabelRangeError, _open, list_images
+from ..imageio import ImageError, list_images, read_label
 from ..registry import DataSourceSpec, register_data_source
 from .ade20k import ADE20kDataset, PairListOptions
 
@@ -54,17 +52,7 @@ class CocoStuffDataset(ADE20kDataset):
                          f"images/{year}/ with stuffthingmaps_trainval2017/{year}/; found {found or 'nothing'}")
 
     def _read_label(self, lab, load: int) -> torch.Tensor:
-        img = _open(lab)
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ImageError(f"{lab}: label map has mode {img.mode!r}; expected a single-channel class-index image")
-        arr = np.asarray(img).astype(np.int64)
-        arr[arr == 255] = UNLABELED
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= self.num_classes:
-            raise LabelRangeError(f"{lab}: label values span {lo}..{hi}, expected 0..181 or 255 (unlabeled), "
-                                  f"read as 0..{self.num_classes - 1}")
-        t = torch.from_numpy(arr)
-        return F.interpolate(t[None, None].float(), size=(load, load), mode="nearest")[0, 0].long()
+        return read_label(lab, self.num_classes, (load, load), resize=True, unlabeled_as=UNLABELED)
 
     def _label_of(self, image_path: Path):
         image_path = Path(image_path)
@@ -77,11 +65,7 @@ class CocoStuffDataset(ADE20kDataset):
         return None
 
 
-def _build(root, *, size, num_classes, split, length, seed, options, rank, world_size):
-    return CocoStuffDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
-
-
 register_data_source(DataSourceSpec(
-    name="cocostuff", build=_build, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
+    name="cocostuff", build=CocoStuffDataset.from_source, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
     description="COCO-stuff (SPADE's train_img/train_label or images/ + stuffthingmaps), 182 classes + "
                 "unlabeled"))

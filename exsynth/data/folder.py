@@ -6,17 +6,15 @@ unpaired supervision (pseudo exemplars by distortion of the photo, or crops of o
 """
 from __future__ import annotations
 
-import sys
-import time
-import warnings
 from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
-from ..imageio import ImageError, LabelRangeError, check_header, list_images, read_image, read_label
+from ..imageio import ImageError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, register_data_source
+from ._robust import load_skipping_bad, readable
 from .synthetic import one_hot
 
 __all__ = ["PairedFolderDataset"]
@@ -42,7 +40,7 @@ class PairedFolderDataset(Dataset):
         pairs = [(labels[p.stem], p) for p in list_images(img_dir) if p.stem in labels]
         if not pairs:
             raise ImageError(f"{self.root}: no image in images/ has a label PNG of the same name in labels/")
-        self.pairs = self._readable(pairs, progress)
+        self.pairs = readable(pairs, lambda pair: (check_header(pair[0]), check_header(pair[1])), progress=progress)
         if not self.pairs:
             raise ImageError(f"{self.root}: none of the {len(pairs)} image/label pairs is readable")
         self.image_files = [img for _, img in self.pairs]
@@ -52,23 +50,6 @@ class PairedFolderDataset(Dataset):
     def pair_key(path) -> str:
         """The name a pair list uses for an image file (`exsynth pairs`)."""
         return Path(path).name
-
-    @staticmethod
-    def _readable(pairs, progress: bool):
-        good, t0, shown = [], time.perf_counter(), False
-        for i, (lab, img) in enumerate(pairs):
-            try:
-                check_header(lab)
-                check_header(img)
-                good.append((lab, img))
-            except ImageError as e:
-                warnings.warn(f"skipped: {e}", stacklevel=3)
-            if progress and len(pairs) > 1000 and (i + 1) % 1000 == 0 and time.perf_counter() - t0 > 2:
-                print(f"\rchecking image headers: {i + 1}/{len(pairs)}", end="", file=sys.stderr, flush=True)
-                shown = True
-        if shown:
-            print(file=sys.stderr)
-        return good
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -80,17 +61,7 @@ class PairedFolderDataset(Dataset):
                 "image": read_image(img_path, self.size, resize=True), "index": int(index)}
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        for step in range(len(self.pairs)):
-            i = (index + step) % len(self.pairs)
-            try:
-                return self._load(i)
-            except LabelRangeError:  # the wrong number of classes: not a bad file
-                raise
-            except ImageError as e:
-                if i not in self._bad:
-                    self._bad.add(i)
-                    warnings.warn(f"skipped: {e}", stacklevel=2)
-        raise ImageError(f"{self.root}: no readable image/label pair left")
+        return load_skipping_bad(index, len(self.pairs), self._load, self._bad, self.root)
 
 
 def _build_folder(root, *, size, num_classes, split, length, seed, options, rank, world_size):

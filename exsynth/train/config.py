@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..registry import SUPERVISION_MODES, data_source, default_model, model_spec, models
+from ..registry import SUPERVISION_MODES, data_source, default_model, default_source, model_spec, models
 
 __all__ = ["TrainConfig", "PRESETS", "default_losses", "load_config_file", "RESUMABLE_FIELDS", "field_docs"]
 
@@ -157,7 +157,7 @@ class TrainConfig:
     def source_name(self) -> str:
         if self.dataset is not None:
             return self.dataset
-        return "synthetic" if self.data == "synthetic" else "folder"
+        return default_source(self.data)
 
     def loss_weights(self) -> Dict[str, float]:
         w = default_losses(self.model)

@@ -44,10 +44,7 @@ __all__ = ["Trainer", "make_dataset", "image_grid"]
 def make_dataset(cfg: TrainConfig, split: str = "train", length: Optional[int] = None,
                  ctx: D.DistContext = D.DistContext()) -> Dataset:
     """The dataset the config's data source builds (`exsynth.registry.data_sources()`)."""
-    src = data_source(cfg.source_name())
-    if src.needs_root and not Path(cfg.data).exists():
-        raise ValueError(f"data {cfg.data!r}: no such folder (the {src.name} data source reads a root folder)")
-    return src.make(cfg.data, size=cfg.size, num_classes=cfg.num_classes, split=split,
+    return data_source(cfg.source_name()).make(cfg.data, size=cfg.size, num_classes=cfg.num_classes, split=split,
                     length=length or cfg.train_length, seed=cfg.data_seed, options=cfg.data_options,
                     rank=ctx.rank, world_size=ctx.world_size)
 
@@ -155,15 +152,7 @@ class Trainer:
             raise ValueError(f"{self.out} already holds a run ({self.checkpoint_path()}): resume it or "
                              f"choose another output folder")
         self.spec = model_spec(cfg.model)
-        torch.manual_seed(cfg.seed)
-        self.dataset = make_dataset(cfg, ctx=self.ctx)
-        try:
-            self.model = build_model(cfg.model, self._model_config()).to(self.device)
-        except TypeError as e:  # a model option of the wrong type
-            raise ValueError(f"{cfg.model} options {self.cfg.model_options}: {e}") from None
-        mult = size_multiple(self.model)
-        if cfg.size % mult:
-            raise ValueError(f"size {cfg.size}: this {cfg.model} configuration needs a multiple of {mult}")
+        # cheap checks first: building a dataset may read every file's header
         self.supervision = sup = cfg.resolved_supervision()
         source = data_source(cfg.source_name())
         if sup == "pair" and not source.has_exemplars:
@@ -175,6 +164,15 @@ class Trainer:
         if cfg.blind and sup not in ("pair", "pseudo"):
             raise ValueError(f"blind: {sup} supervision reconstructs from the image itself; an exemplar-blind "
                              f"baseline needs supervision 'pair' or 'pseudo'")
+        torch.manual_seed(cfg.seed)
+        self.dataset = make_dataset(cfg, ctx=self.ctx)
+        try:
+            self.model = build_model(cfg.model, self._model_config()).to(self.device)
+        except TypeError as e:  # a model option of the wrong type
+            raise ValueError(f"{cfg.model} options {self.cfg.model_options}: {e}") from None
+        mult = size_multiple(self.model)
+        if cfg.size % mult:
+            raise ValueError(f"size {cfg.size}: this {cfg.model} configuration needs a multiple of {mult}")
         self.weights = cfg.loss_weights()
         self.objective = self.spec.objective(self.model, self.weights, sup, cfg).to(self.device)
         self.discriminators = self.objective.discriminators
@@ -421,8 +419,7 @@ class Trainer:
                 batch = next(batches, None)
                 # every process trains this step or none does (an iterable source's shards may
                 # run out at different steps; a lone process would wait in a collective forever)
-                have = batch is not None
-                if not (D.all_true(have, self.device) if self.ctx.enabled else have):
+                if not D.all_true(batch is not None, self.device):
                     stopped = "data"  # the source ran out before cfg.steps
                     break
                 logs = self.train_step(batch)
@@ -435,7 +432,7 @@ class Trainer:
                 window_n += 1
                 # one process out of time stops them all, at the same step
                 out_of_time = cfg.max_minutes is not None and session_seconds >= cfg.max_minutes * 60
-                out_of_time = not D.all_true(not out_of_time, self.device) if self.ctx.enabled else out_of_time
+                out_of_time = not D.all_true(not out_of_time, self.device)
                 log_now = self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time
                 if log_now and self.ctx.enabled:  # the global batch's losses: mean over processes
                     logs = D.mean_over_processes(logs, self.device)
