@@ -187,7 +187,7 @@ def _load_generator(path, device, expect=None):
 
 def _pairs(args):
     """[(stem, label_path, exemplar_path, exemplar_label_path or None)] from files or folders."""
-    from exsynth.imageio import list_images
+    from exsynth.imageio import IMAGE_SUFFIXES, list_images
     inp, ex, exl = Path(args.input), Path(args.exemplar), Path(args.exemplar_label) if args.exemplar_label else None
     if not inp.exists():
         raise UsageError(f"--input {inp}: no such file or folder")
@@ -199,19 +199,19 @@ def _pairs(args):
         if ex.is_dir() or (exl is not None and exl.is_dir()):
             raise UsageError("--input is a file: --exemplar and --exemplar-label must be files too")
         return [(inp.stem, inp, ex, exl)]
-    labels = list_images(inp, (".png",))
+    labels = list_images(inp, (".png", ".npy"))
     if not labels:
-        raise UsageError(f"--input {inp}: no .png label maps in the folder")
+        raise UsageError(f"--input {inp}: no .png label maps (or .npy input maps) in the folder")
 
-    def match(folder, stem, what):
+    def match(folder, stem, what, suffixes=IMAGE_SUFFIXES):
         if folder is None or folder.is_file():
             return folder
-        hits = [p for p in list_images(folder) if p.stem == stem]
+        hits = [p for p in list_images(folder, suffixes) if p.stem == stem]
         if not hits:
             raise UsageError(f"{what} {folder}: no file named {stem}.* for input {stem}.png")
         return hits[0]
 
-    return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label")) for p in labels]
+    return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label", (".png", ".npy"))) for p in labels]
 
 
 def _data_source(name):
@@ -235,18 +235,22 @@ def _synthesize_dataset(args) -> int:
     device = _device(args.device)
     model, payload = _load_generator(args.checkpoint, device)
     src = _data_source(args.dataset)
-    if not src.has_exemplars:
-        raise UsageError(f"--dataset {src.name}: its samples carry no exemplars to synthesize from")
+    opts = _parse_kv(args.data_option, "--data-option")
+    if not src.exemplars_for(opts):
+        raise UsageError(f"--dataset {src.name}: its samples carry no exemplars to synthesize from"
+                         + (" (give it a pair list: --data-option pairs=FILE)" if src.exemplars_with else ""))
     if args.warped and "warped" not in visuals_of(model):
         raise UsageError(f"--warped: the {payload['model']} model has no warped picture")
     K = model.cfg.label_channels
     if src.num_classes is not None and K != src.num_classes:
-        raise UsageError(f"the checkpoint's model has {K} classes; the {src.name} layout has {src.num_classes}")
+        what = "classes" if src.label_kind == "class" else "input channels"
+        raise UsageError(f"the checkpoint's model has {K} label channels; the {src.name} layout has "
+                         f"{src.num_classes} {what}")
     size = args.size or (payload.get("train_config") or {}).get("size") or 64
     if size % size_multiple(model):
         raise UsageError(f"--size {size}: this model needs a multiple of {size_multiple(model)}")
     try:
-        ds = src.make(args.data, size=size, num_classes=K, split=args.split, length=args.limit)
+        ds = src.make(args.data, size=size, num_classes=K, split=args.split, length=args.limit, options=opts)
     except (ImageError, ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
@@ -274,10 +278,10 @@ def _synthesize_dataset(args) -> int:
 def synthesize_cmd(args) -> int:
     import torch
 
-    from exsynth.data import one_hot
     from exsynth.checkpoint import size_multiple
-    from exsynth.imageio import (ImageError, image_format, read_image, read_label, resize_image, resize_label,
-                                 write_image)
+    import torch.nn.functional as F
+
+    from exsynth.imageio import ImageError, image_format, read_image, read_input_map, resize_image, write_image
     from exsynth.inference import correspondence_picture, needs_exemplar_label, synthesize, visuals_of
 
     if args.dataset is not None:
@@ -311,19 +315,20 @@ def synthesize_cmd(args) -> int:
     loaded = []
     try:
         for stem, lp, ep, elp in jobs:
-            lab = read_label(lp, K, max_pixels=args.max_pixels)
-            H, W = lab.shape
+            lab = read_input_map(lp, K, max_pixels=args.max_pixels)
+            H, W = lab.shape[1:]
             if H % mult or W % mult:
                 raise UsageError(f"{lp}: label map is {H}x{W}; this model needs sides divisible by {mult}")
             ex_raw = read_image(ep, max_pixels=args.max_pixels)  # decoded once; sizes checked before resizing
             exl = None
             if elp is not None:
-                raw = read_label(elp, K, max_pixels=args.max_pixels)
-                if tuple(raw.shape) != tuple(ex_raw.shape[1:]):
-                    raise UsageError(f"{elp}: exemplar label map is {raw.shape[0]}x{raw.shape[1]} but the exemplar "
+                raw = read_input_map(elp, K, max_pixels=args.max_pixels)
+                if tuple(raw.shape[1:]) != tuple(ex_raw.shape[1:]):
+                    raise UsageError(f"{elp}: exemplar label map is {raw.shape[1]}x{raw.shape[2]} but the exemplar "
                                      f"{ep} is {ex_raw.shape[1]}x{ex_raw.shape[2]}")
-                exl = one_hot(resize_label(raw, (H, W)).numpy(), K)
-            loaded.append((stem, one_hot(lab.numpy(), K), resize_image(ex_raw, (H, W)), exl))
+                # nearest: no invented classes (or edges) between regions
+                exl = raw if raw.shape[1:] == (H, W) else F.interpolate(raw[None], size=(H, W), mode="nearest")[0]
+            loaded.append((stem, lab, resize_image(ex_raw, (H, W)), exl))
     except ImageError as e:
         raise UsageError(str(e)) from None
     results = []
@@ -633,7 +638,7 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
 
     p = sub.add_parser("synthesize", help="label map(s) + exemplar(s) -> photo(s)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--input", help="class-index label PNG, or a folder of them")
+    p.add_argument("--input", help="class-index label PNG or .npy input map (C, H, W), or a folder of them")
     p.add_argument("--exemplar", help="exemplar photo, or a folder matched by file name")
     p.add_argument("--exemplar-label", help="the exemplar's label PNG (or folder), for models that use it")
     p.add_argument("--out", required=True, help="output file, or folder when --input is a folder")
@@ -648,6 +653,8 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--size", type=int, help="with --dataset: image side (default: the checkpoint's training size)")
     p.add_argument("--limit", type=int, help="with --dataset: the first N samples only")
     p.add_argument("--batch-size", type=int, default=8, help="with --dataset")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="with --dataset: a data-source option (repeatable), e.g. pairs=FILE for folder")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images above this many pixels, checked from the file header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")

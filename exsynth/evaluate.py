@@ -15,11 +15,14 @@ __all__ = ["class_mean_colours", "evaluate"]
 
 def class_mean_colours(dataset, samples: int = 500) -> torch.Tensor:
     """(K, 3) mean colour of each class over the first `samples` images of `dataset`:
-    the best exemplar-blind per-class constant (it knows the label, never the exemplar)."""
+    the best exemplar-blind per-class constant (it knows the label, never the exemplar).
+    None for a dataset whose inputs are not class maps (no "label_index")."""
     K = dataset.num_classes
     total, count = torch.zeros(K, 3, dtype=torch.float64), torch.zeros(K, dtype=torch.float64)
     for i in range(min(samples, len(dataset))):
         s = dataset[i]
+        if "label_index" not in s:
+            return None
         idx = s["label_index"].flatten()
         total.index_add_(0, idx, s["image"].flatten(1).T.double())
         count.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
@@ -30,7 +33,7 @@ def _batches(dataset, batch_size: int):
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield {k: torch.stack([s[k] for s in items]) for k in ("label", "label_index", "image", "exemplar",
-                                                               "exemplar_label")}
+                                                               "exemplar_label") if k in items[0]}
 
 
 @torch.no_grad()

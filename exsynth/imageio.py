@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageError", "LabelRangeError", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS", "check_header", "image_format", "read_image", "read_label", "resize_image", "resize_label",
+__all__ = ["ImageError", "LabelRangeError", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS", "check_header", "image_format", "read_image", "read_label", "read_input_map", "resize_image", "resize_label",
            "tile_rows",
            "write_image", "write_label",
            "to_uint8", "palette", "colorize_label", "list_images"]
@@ -158,6 +158,32 @@ def read_label(path: PathLike, num_classes: int, size: Optional[Tuple[int, int]]
         arr = resize_label(torch.from_numpy(arr), size).numpy()
     _check_size(path, arr.shape, size, "label map")
     return torch.from_numpy(arr)
+
+
+def read_input_map(path: PathLike, channels: int, *, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """A model's input map as float32 (channels, H, W): a class-index PNG one-hot encoded, or a
+    `.npy` array of shape (channels, H, W) taken as it is (dense inputs: edge, distance and
+    pose channels, as a data source such as celebahq-edge or deepfashion draws them)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npy":
+        lab = read_label(p, channels, max_pixels=max_pixels)
+        cls = torch.arange(channels).view(channels, 1, 1)
+        return (lab.unsqueeze(0) == cls).to(torch.float32)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{p}: not a numpy array file ({type(e).__name__}: {e})") from None
+    if arr.ndim != 3 or arr.shape[0] != channels or not np.issubdtype(arr.dtype, np.number):
+        raise ImageError(f"{p}: input map is {arr.dtype} {tuple(arr.shape)}, expected numbers of shape "
+                         f"({channels}, H, W) (the model takes {channels} input channels)")
+    if max_pixels and arr.shape[1] * arr.shape[2] > max_pixels:
+        raise ImageError(f"{p}: input map is {arr.shape[2]}x{arr.shape[1]} pixels, above the limit of {max_pixels:,}")
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+    if not torch.isfinite(t).all():
+        raise ImageError(f"{p}: input map holds NaN or infinite values")
+    return t
 
 
 def resize_label(label_index: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

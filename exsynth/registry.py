@@ -118,15 +118,22 @@ class DataSourceSpec:
     build(root, *, size, num_classes, split, length, seed, options, rank, world_size) -> a torch
         Dataset. Map-style sources return samples by index (the trainer draws indices); iterable
         ones (`torch.utils.data.IterableDataset`) shard themselves by (rank, world_size).
-        A sample is a dict with at least "label" (K, H, W) one-hot and "image" (3, H, W) in
-        [-1, 1]; sources with `pairs` add "exemplar", "exemplar_label" (the exact ground truth is
-        "image") and "label_index" (H, W).
+        A sample is a dict with at least "label" (K, H, W) and "image" (3, H, W) in [-1, 1];
+        sources with `pairs` add "exemplar", "exemplar_label" (the exact ground truth is
+        "image"). "label" is one-hot with "label_index" (H, W) beside it when `label_kind` is
+        "class", and the input map as it is (edges, distance channels, pose) when "dense".
     options: the source's own options dataclass (None: none); flags of `exsynth train`.
     pairs: samples carry exemplar quadruples with exact ground truth (`exsynth eval` needs them).
     exemplars: samples carry an exemplar and its label map ("exemplar", "exemplar_label") that
         "pair" supervision trains with, without being exact ground truth (retrieved references,
         with "self_ref" True where the exemplar is the image itself, differently cropped).
-    num_classes: the label classes the layout has (None: any); a run must use this many.
+    num_classes: the label channels the layout has (None: any): its classes, or the channels of
+        its dense input; a run uses this many (`--num-classes` defaults to it).
+    label_kind: "class" (class-index maps, one-hot) or "dense" (multi-channel input maps).
+    picture: (B, K, H, W) input maps -> (B, 3, H, W) RGB in [-1, 1] for image grids (None: the
+        class palette, which suits one-hot maps).
+    exemplars_with: options -> whether the samples carry exemplars under these options (for a
+        source whose exemplars depend on them, e.g. `folder` with a pair list); None: `exemplars`.
     needs_root: `--data ROOT` must name an existing folder.
 
     Per-sample randomness (crops, flips, which reference) comes from `draw_rng(index, seed)`:
@@ -147,10 +154,26 @@ class DataSourceSpec:
     num_classes: Optional[int] = None
     needs_root: bool = True
     description: str = ""
+    label_kind: str = "class"
+    picture: Optional[Callable[[Any], Any]] = None
+    exemplars_with: Optional[Callable[[Mapping[str, Any]], bool]] = None
+
+    def __post_init__(self):
+        if self.label_kind not in ("class", "dense"):
+            raise RegistryError(f"data source {self.name!r}: label_kind must be 'class' or 'dense', "
+                                f"got {self.label_kind!r}")
+        if self.label_kind == "dense" and self.num_classes is None:
+            raise RegistryError(f"data source {self.name!r}: a dense input declares its channels (num_classes)")
 
     @property
     def has_exemplars(self) -> bool:
         return self.pairs or self.exemplars
+
+    def exemplars_for(self, options: Optional[Mapping[str, Any]] = None) -> bool:
+        """Whether samples built with these data options carry exemplars."""
+        if self.exemplars_with is not None and not self.pairs:
+            return bool(self.exemplars_with(dict(options or {})))
+        return self.has_exemplars
 
     def make(self, root, *, size: int, num_classes: int, split: str = "train", length: Optional[int] = None,
              seed: int = 0, options: Optional[Mapping[str, Any]] = None, rank: int = 0, world_size: int = 1):

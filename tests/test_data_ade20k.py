@@ -113,9 +113,10 @@ def test_bad_layouts_and_labels(tmp_path, capsys):
                      "--out", str(tmp_path / "r"), "--steps", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not an ADE20k layout" in err[0], err
-    code = cli.main(["train", "--dataset", "ade20k", "--data", str(root), "--out", str(tmp_path / "r"), "--steps", "1"])
+    code = cli.main(["train", "--dataset", "ade20k", "--data", str(root), "--out", str(tmp_path / "r"), "--steps", "1",
+                     "--num-classes", "6"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "--num-classes 151" in err[-1], err
+    assert code == 2 and "has 151 label classes; pass --num-classes 151 (or leave it out)" in err[-1], err
     assert not (tmp_path / "r").exists()
 
 

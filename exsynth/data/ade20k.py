@@ -49,7 +49,8 @@ class PairListOptions:
 
     pairs: a pair list in CoCosNet's format (name,ref1,ref2,...); None: the layout's own file in
         ROOT when present (ade20k_ref.txt / ade20k_ref_test.txt, celebahq_ref.txt /
-        celebahq_ref_test.txt for training / validation), else self-exemplars.
+        celebahq_ref_test.txt for training / validation), else self-exemplars (`folder`: no
+        exemplars).
     real_reference_probability: chance that a training sample takes a listed reference (0.7).
     hard_reference_probability: chance that it takes the hard (last listed) one (0.2).
     load_size: side the image is resized to before the random crop in training (None: 286/256
@@ -114,6 +115,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
 
     LAYOUT = "ADE20k"
     PAIR_FILES = ("ade20k_ref.txt", "ade20k_ref_test.txt")
+    DENSE = False  # True: `_read_label` gives a (C, H, W) map that is the input as it is (edges, pose)
 
     def __init__(self, root, size: int, split: str = "train", options: Optional[PairListOptions] = None,
                  seed: int = 0, num_classes: int = NUM_CLASSES):
@@ -122,6 +124,9 @@ class ADE20kDataset(torch.utils.data.Dataset):
         self.root, self.size, self.split, self.seed = Path(root), int(size), split, int(seed)
         self.opts = options or PairListOptions()
         self.num_classes = int(num_classes)
+        if self.DENSE and self.num_classes != self.CHANNELS:
+            raise ValueError(f"{self.LAYOUT}: its input maps have {self.CHANNELS} channels, got num_classes "
+                             f"{self.num_classes}")
         self.train = split == "train"
         pairs, self.ref_dir = self._find()
         good = readable(pairs, lambda pair: (check_header(pair[0]), self._check_label(pair[1])))
@@ -152,8 +157,15 @@ class ADE20kDataset(torch.utils.data.Dataset):
     def _check_label(self, lab) -> None:
         check_header(lab)
 
-    def _read_label(self, lab, load: int) -> torch.Tensor:
+    def _read_label(self, lab, load: int, img_path: Optional[Path] = None, image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The label of `lab` at load x load: (H, W) class ids, or (C, H, W) float for a layout whose
+        input is a dense map (DENSE; it may use the image, already at load x load in [-1, 1])."""
         return read_label(lab, self.num_classes, (load, load), resize=True)
+
+    def _self_exemplar(self, index: int, rng) -> Optional[Tuple[Path, object]]:
+        """Another picture of the same content that stands in for the image itself when no real
+        reference is drawn (DeepFashion's same-person views); None: the image itself."""
+        return None
 
     def _load_pairs(self) -> Dict[str, List[str]]:
         path = self.opts.pairs
@@ -192,19 +204,21 @@ class ADE20kDataset(torch.utils.data.Dataset):
     def _view(self, img_path: Path, lab_path: Path, rng) -> Tuple[torch.Tensor, torch.Tensor]:
         load, top, left, flip = self._geometry(rng)
         image = read_image(img_path, (load, load), resize=True)
-        label = self._read_label(lab_path, load)
+        label = self._read_label(lab_path, load, img_path, image)
         s = self.size
-        image, label = image[:, top:top + s, left:left + s], label[top:top + s, left:left + s]
+        image, label = image[:, top:top + s, left:left + s], label[..., top:top + s, left:left + s]
         if flip:
             image, label = image.flip(-1), label.flip(-1)
         return image.contiguous(), label.contiguous()
 
     def _reference(self, index, rng) -> Optional[Tuple[Path, Path]]:
         img_path = self.image_files[int(index)]
-        listed = self.refs.get(self.pair_key(img_path))
         u = rng.random()
         p_real = self.opts.real_reference_probability if self.train else 1.0
-        if not listed or u >= p_real:
+        if u >= p_real:
+            return None
+        listed = self.refs.get(self.pair_key(img_path))
+        if not listed:
             return None
         name = listed[-1] if (self.train and u < self.opts.hard_reference_probability) else listed[0]
         ref = self.ref_dir / name
@@ -240,6 +254,9 @@ class ADE20kDataset(torch.utils.data.Dataset):
         rng = draw_rng(index, self.seed)
         img_path, lab_path = self.pairs[i]
         ref = self._reference(i, rng)
+        self_ref = ref is None
+        if self_ref:
+            ref = self._self_exemplar(i, rng)
         image, label = self._view(img_path, lab_path, rng)
         exemplar = None
         if ref is not None:
@@ -249,13 +266,17 @@ class ADE20kDataset(torch.utils.data.Dataset):
                 raise
             except ImageError as e:  # a listed reference that does not decode: the image itself
                 self._warn_once(("ref", ref[0]), f"{e}; the image itself is used as its exemplar")
-                ref = None
+                self_ref = True
         if exemplar is None:  # the image itself, under its own crop and flip
             exemplar, ex_label = self._view(img_path, lab_path, rng)
-        K = self.num_classes
-        return {"label": one_hot(label.numpy(), K), "label_index": label, "image": image,
-                "exemplar": exemplar, "exemplar_label": one_hot(ex_label.numpy(), K),
-                "exemplar_label_index": ex_label, "self_ref": torch.tensor(ref is None), "index": i}
+        out = {"image": image, "exemplar": exemplar, "self_ref": torch.tensor(self_ref), "index": i}
+        if self.DENSE:
+            out.update(label=label, exemplar_label=ex_label)
+        else:
+            K = self.num_classes
+            out.update(label=one_hot(label.numpy(), K), label_index=label, exemplar_label=one_hot(ex_label.numpy(), K),
+                       exemplar_label_index=ex_label)
+        return out
 
 
 register_data_source(DataSourceSpec(

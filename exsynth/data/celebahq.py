@@ -92,7 +92,7 @@ class CelebAHQDataset(ADE20kDataset):
         check_header(p if p.is_file() else next(iter(sorted((anno / str(image_id // 2000)).glob(
             f"{image_id:05d}_*.png"))), p))
 
-    def _read_label(self, lab, load: int) -> torch.Tensor:
+    def _read_label(self, lab, load: int, img_path=None, image=None) -> torch.Tensor:
         return resize_label(merge_part_masks(*lab), (load, load))
 
     def _label_of(self, image_path: Path):

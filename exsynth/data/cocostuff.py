@@ -51,7 +51,7 @@ class CocoStuffDataset(ADE20kDataset):
         raise ImageError(f"{self.root}: not a COCO-stuff layout: expected {spade}_img/ with {spade}_label/, or "
                          f"images/{year}/ with stuffthingmaps_trainval2017/{year}/; found {found or 'nothing'}")
 
-    def _read_label(self, lab, load: int) -> torch.Tensor:
+    def _read_label(self, lab, load: int, img_path=None, image=None) -> torch.Tensor:
         return read_label(lab, self.num_classes, (load, load), resize=True, unlabeled_as=UNLABELED)
 
     def _label_of(self, image_path: Path):

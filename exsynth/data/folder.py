@@ -1,8 +1,11 @@
 """Paired (label map, photo) folders for training on real data.
 
 Layout: ``root/images/<name>.{png,jpg,...}`` and ``root/labels/<name>.png`` (class-index
-PNG, pixel value = class). Samples carry no exemplar: a model trains on them with its
-unpaired supervision (pseudo exemplars by distortion of the photo, or crops of one image).
+PNG, pixel value = class). Without a pair list the samples carry no exemplar: a model trains
+on them with its unpaired supervision (pseudo exemplars by distortion of the photo, or crops of
+one image). With one (`--data-option pairs=FILE`, CoCosNet's `name,ref1,ref2,...` format, as
+`exsynth pairs --dataset folder` writes it) the samples carry references drawn as ADE20k's are
+(`exsynth.data.ade20k`: real / hard probabilities, resize-and-crop, flips).
 """
 from __future__ import annotations
 
@@ -15,9 +18,22 @@ from torch.utils.data import Dataset
 from ..imageio import ImageError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, register_data_source
 from ._robust import load_skipping_bad, readable
+from .ade20k import ADE20kDataset, PairListOptions, read_pair_list
 from .synthetic import one_hot
 
-__all__ = ["PairedFolderDataset"]
+__all__ = ["PairedFolderDataset", "FolderPairListDataset"]
+
+
+def _folder_pairs(root: Path):
+    """[(label, image)] matched by file stem; ImageError when the layout or the matches are missing."""
+    img_dir, lab_dir = root / "images", root / "labels"
+    if not img_dir.is_dir() or not lab_dir.is_dir():
+        raise ImageError(f"{root}: expected sub-folders images/ and labels/ (class-index PNGs)")
+    labels = {p.stem: p for p in list_images(lab_dir, (".png",))}
+    pairs = [(labels[p.stem], p) for p in list_images(img_dir) if p.stem in labels]
+    if not pairs:
+        raise ImageError(f"{root}: no image in images/ has a label PNG of the same name in labels/")
+    return pairs
 
 
 class PairedFolderDataset(Dataset):
@@ -33,13 +49,7 @@ class PairedFolderDataset(Dataset):
         self.root = Path(root)
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = int(num_classes)
-        img_dir, lab_dir = self.root / "images", self.root / "labels"
-        if not img_dir.is_dir() or not lab_dir.is_dir():
-            raise ImageError(f"{self.root}: expected sub-folders images/ and labels/ (class-index PNGs)")
-        labels = {p.stem: p for p in list_images(lab_dir, (".png",))}
-        pairs = [(labels[p.stem], p) for p in list_images(img_dir) if p.stem in labels]
-        if not pairs:
-            raise ImageError(f"{self.root}: no image in images/ has a label PNG of the same name in labels/")
+        pairs = _folder_pairs(self.root)
         self.pairs = readable(pairs, lambda pair: (check_header(pair[0]), check_header(pair[1])), progress=progress)
         if not self.pairs:
             raise ImageError(f"{self.root}: none of the {len(pairs)} image/label pairs is readable")
@@ -64,10 +74,32 @@ class PairedFolderDataset(Dataset):
         return load_skipping_bad(index, len(self.pairs), self._load, self._bad, self.root)
 
 
+class FolderPairListDataset(ADE20kDataset):
+    """The folder layout with a pair list: samples with references (see the module docstring).
+    There are no splits on disk: "val" / "test" read the same files without augmentation,
+    always with the easy (first listed) reference."""
+
+    LAYOUT = "folder"
+
+    def _find(self):
+        return [(img, lab) for lab, img in _folder_pairs(self.root)], self.root / "images"
+
+    def _load_pairs(self):
+        return read_pair_list(self.opts.pairs)
+
+    def _label_of(self, image_path: Path):
+        cand = self.root / "labels" / f"{Path(image_path).stem}.png"
+        return cand if cand.is_file() else None
+
+
 def _build_folder(root, *, size, num_classes, split, length, seed, options, rank, world_size):
+    if options is not None and options.pairs is not None:
+        return FolderPairListDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
     return PairedFolderDataset(root, (size, size), num_classes)
 
 
 register_data_source(DataSourceSpec(
-    name="folder", build=_build_folder, pairs=False, needs_root=True,
-    description="ROOT/images/NAME.{jpg,png,...} + ROOT/labels/NAME.png class-index maps"))
+    name="folder", build=_build_folder, options=PairListOptions, pairs=False, needs_root=True,
+    exemplars_with=lambda options: options.get("pairs") is not None,
+    description="ROOT/images/NAME.{jpg,png,...} + ROOT/labels/NAME.png class-index maps; with "
+                "--data-option pairs=FILE, references from a name,ref1,... pair list"))

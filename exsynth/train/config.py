@@ -57,7 +57,9 @@ class TrainConfig:
     data_options: the data source's own options (its options dataclass).
     out: run folder (config.json, checkpoints/, metrics.jsonl, samples/, tb/).
     size: image side in pixels (square).
-    num_classes: label classes K (the one-hot label maps' channels).
+    num_classes: label channels K: the classes of class-index maps (their one-hot channels), or
+        the channels of a dense input (celebahq-edge 15, deepfashion 20); None: the data
+        source's own count (6 for synthetic and folder).
     data_seed: seed of the synthetic data streams.
     train_length: samples in the synthetic training split.
     batch_size: the GLOBAL batch: under torchrun each of the N processes trains on
@@ -95,7 +97,7 @@ class TrainConfig:
     data_options: Dict[str, Any] = field(default_factory=dict)
     out: str = "runs/exsynth"
     size: int = 64
-    num_classes: int = 6
+    num_classes: Optional[int] = None
     data_seed: int = 0
     train_length: int = 2000
     batch_size: int = 8
@@ -129,7 +131,9 @@ class TrainConfig:
         if self.model is None:
             self.model = default_model()
         spec = model_spec(self.model)          # lists the registered models when unknown
-        data_source(self.source_name())          # lists the registered data sources when unknown
+        source = data_source(self.source_name())  # lists the registered data sources when unknown
+        if self.num_classes is None:
+            self.num_classes = source.num_classes or 6
         if self.supervision not in ("auto",) + SUPERVISION_MODES:
             raise ValueError(f"supervision must be auto or one of {', '.join(SUPERVISION_MODES)}, "
                              f"got {self.supervision!r}")
@@ -167,7 +171,7 @@ class TrainConfig:
     def resolved_supervision(self) -> str:
         if self.supervision != "auto":
             return self.supervision
-        if data_source(self.source_name()).has_exemplars and "pair" in model_spec(self.model).supervision:
+        if data_source(self.source_name()).exemplars_for(self.data_options) and "pair" in model_spec(self.model).supervision:
             return "pair"
         return model_spec(self.model).unpaired_supervision
 

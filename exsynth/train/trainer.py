@@ -87,12 +87,13 @@ def _collate(samples):
     return out
 
 
-def image_grid(visuals: Dict[str, torch.Tensor], rows: int = 4) -> torch.Tensor:
+def image_grid(visuals: Dict[str, torch.Tensor], rows: int = 4, picture=None) -> torch.Tensor:
     """(3, rows*H, cols*W) in [-1, 1]: one row per sample, columns input | exemplar | warped |
-    output | ground truth (the ones present), each resized to the label's size."""
+    output | ground truth (the ones present), each resized to the label's size. picture: how
+    the input is drawn (the data source's; None: the class palette)."""
     label = visuals["label"][:rows].detach().float().cpu()
     H, W = label.shape[-2:]
-    cols = [colorize_label(label)]
+    cols = [(picture or colorize_label)(label)]
     for key in ("exemplar", "warped", "fake", "image"):
         if key in visuals:
             x = visuals[key][:rows].detach().float().cpu()
@@ -155,12 +156,14 @@ class Trainer:
         # cheap checks first: building a dataset may read every file's header
         self.supervision = sup = cfg.resolved_supervision()
         source = data_source(cfg.source_name())
-        if sup == "pair" and not source.has_exemplars:
+        if sup == "pair" and not source.exemplars_for(cfg.data_options):
             raise ValueError(f"supervision 'pair' needs exemplars, which the {source.name} data source "
-                             f"does not provide (use one with exemplars, e.g. synthetic)")
+                             f"does not provide with these options (use one with exemplars, e.g. synthetic, "
+                             f"or give it a pair list)")
         if source.num_classes is not None and cfg.num_classes != source.num_classes:
-            raise ValueError(f"num_classes {cfg.num_classes}: the {source.name} layout has {source.num_classes} label "
-                             f"classes; pass --num-classes {source.num_classes}")
+            what = "label classes" if source.label_kind == "class" else "input channels"
+            raise ValueError(f"num_classes {cfg.num_classes}: the {source.name} layout has {source.num_classes} {what}; "
+                             f"pass --num-classes {source.num_classes} (or leave it out)")
         if cfg.blind and sup not in ("pair", "pseudo"):
             raise ValueError(f"blind: {sup} supervision reconstructs from the image itself; an exemplar-blind "
                              f"baseline needs supervision 'pair' or 'pseudo'")
@@ -450,7 +453,7 @@ class Trainer:
                     if not self.quiet:
                         progress.update(self.step, last_loss, its, self.train_seconds)
                 if main and (self.step % cfg.image_every == 0 or self.step == cfg.steps or out_of_time):
-                    grid = image_grid(self._visuals)
+                    grid = image_grid(self._visuals, picture=data_source(self.cfg.source_name()).picture)
                     write_image(grid, self.out / "samples" / f"step_{self.step:06d}.png")
                     if writer is not None:
                         writer.add_image("grid/input|exemplar|warped|output|truth", (grid + 1) / 2, self.step)
