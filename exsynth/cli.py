@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 from .imageio import DEFAULT_MAX_PIXELS
 from .options import given_values
@@ -353,26 +354,173 @@ def synthesize_cmd(args) -> int:
 # ---- eval ----------------------------------------------------------------------------------------
 
 def _eval_source(payload, args):
-    """(data source spec, root, options): --dataset / --data, else the checkpoint's training data."""
+    """(data source spec, root, options, split): --dataset / --data, else the checkpoint's
+    training data where it has exact ground truth, else synthetic."""
     from exsynth.registry import data_sources, default_source
     tc = payload.get("train_config") or {}
     sources = data_sources()
+    opts = _parse_kv(args.data_option, "--data-option")
     if args.dataset is None and args.data is None:
-        # the data the checkpoint trained on, where it has exact ground truth; else synthetic
         root = tc.get("data", "synthetic")
         name = tc.get("dataset") or default_source(root)
         if name not in sources or not sources[name].pairs:
             root, name = "synthetic", "synthetic"
+        else:
+            opts = {**(tc.get("data_options") or {}), **opts}
     else:
         root = args.data if args.data is not None else "synthetic"
         name = args.dataset or default_source(root)
     src = _data_source(name)
-    if not src.pairs:
+    if not src.pairs and not src.exemplars_for(opts):
         given = "--dataset" if args.dataset else f"--data {root} (read as --dataset {name})"
-        raise UsageError(f"{given}: the {name} data source has no exact exemplar ground truth to score against; "
-                         f"sources that do: {', '.join(n for n, s in sources.items() if s.pairs)}")
-    opts = dict(tc.get("data_options") or {}) if args.dataset is None and args.data is None else {}
-    return src, root, opts
+        raise UsageError(f"{given}: the {name} data source gives no exemplars to synthesize from"
+                         + (" (give it a pair list: --data-option pairs=FILE)" if src.exemplars_with else ""))
+    split = args.split or ("test" if src.pairs else "val")
+    return src, root, opts, split
+
+
+def _file_digest(path) -> Optional[str]:
+    import hashlib
+    if not path:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _progress_printer(what: str, quiet: bool):
+    """progress(done, total) on stderr: rewritten in place on a terminal, else a line per 10 %."""
+    tty = sys.stderr.isatty()
+    state = {"last": -1, "t0": time.perf_counter()}
+
+    def show(done: int, total: int) -> None:
+        if quiet or total <= 0:
+            return
+        tenth = 10 * done // total
+        if tty or tenth > state["last"] or done == total:
+            state["last"] = tenth
+            rate = done / max(time.perf_counter() - state["t0"], 1e-9)
+            end = "\n" if (done == total or not tty) else ""
+            print(f"\r{what}: {done}/{total} images ({rate:.1f}/s)", end=end, file=sys.stderr, flush=True)
+    return show
+
+
+def _metric_suite(args, device, dense: bool, seed: int):
+    """MetricSuite from --inception / --vgg (each optional: missing weights skip their metrics)."""
+    from exsynth.metrics import MetricSuite
+    from exsynth.nn import load_fid_inception, load_vgg19
+    inception = vgg = None
+    try:
+        if args.inception:
+            inception = load_fid_inception(args.inception)
+        if args.vgg:
+            vgg = load_vgg19(args.vgg)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        flag = "--inception" if inception is None and args.inception else "--vgg"
+        raise UsageError(f"{flag}: {e}") from None
+    return MetricSuite(inception=inception, vgg=vgg, kid=args.kid, swd=not args.no_swd, dense=dense, seed=seed,
+                       device=device)
+
+
+_PAPER_METRICS = (("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("swd", "SWD (x1e3, mean of levels)", "{:.2f}"),
+                  ("semantic_consistency", "semantic consistency", "{:.4f}"),
+                  ("style_color", "style relevance: colour", "{:.4f}"),
+                  ("style_texture", "style relevance: texture", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
+                  ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"))
+
+
+def _print_paper_metrics(suite, scores) -> None:
+    for key, name, fmt in _PAPER_METRICS:
+        if key in scores:
+            extra = f" +- {scores['kid_std']:.4f}" if key == "kid" else ""
+            print(f"  {name:<28}{fmt.format(scores[key])}{extra}")
+    levels = [k for k in scores if k.startswith("swd/")]
+    if levels:
+        print("  SWD per level               " + ", ".join(f"{k[4:]} {scores[k]:.2f}" for k in levels))
+    for line in suite.skipped.values():
+        print(f"  skipped: {line}")
+
+
+def _eval_record(args, **fields) -> Dict[str, Any]:
+    import numpy as np
+    import torch
+
+    import exsynth
+    weights = {flag: dict(path=str(p), sha256=_file_digest(p)) for flag, p in
+               (("checkpoint", getattr(args, "checkpoint", None)), ("inception", args.inception), ("vgg", args.vgg),
+                ("lpips_lin", args.lpips_lin), ("lpips_vgg16", args.lpips_vgg16)) if p}
+    versions = dict(exsynth=exsynth.__version__, torch=torch.__version__, numpy=np.__version__,
+                    python=sys.version.split()[0])
+    return dict(command=["exsynth"] + sys.argv[1:], weights=weights, versions=versions, **fields)
+
+
+def _write_json(args, record) -> None:
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _eval_folders(args) -> int:
+    """--real DIR --fake DIR: the distribution metrics of two folders, and the paired ones for
+    files of the same name and size."""
+    import torch
+
+    from exsynth.imageio import ImageError, list_images, read_image
+    real_files, fake_files = (list_images(Path(d)) for d in (args.real, args.fake))
+    for flag, files, d in (("--real", real_files, args.real), ("--fake", fake_files, args.fake)):
+        if not files:
+            raise UsageError(f"{flag} {d}: no images in the folder")
+    device = _device(args.device)
+    suite = _metric_suite(args, device, dense=True, seed=args.data_seed or 0)
+    if args.lpips_lin or args.lpips_vgg16:
+        from exsynth.metrics import LPIPS
+        try:
+            suite.lpips = LPIPS.from_files(args.lpips_vgg16, args.lpips_lin).to(device)
+            suite.skipped.pop("lpips", None)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    size = (args.size, args.size) if args.size else None
+    real_by_stem = {p.stem: p for p in real_files}
+    paired = [(f, real_by_stem[f.stem]) for f in fake_files if f.stem in real_by_stem]
+    paired_fake, paired_real = {f for f, _ in paired}, {r for _, r in paired}
+    t0 = time.perf_counter()
+
+    def read(p):
+        try:
+            return read_image(p, size, resize=size is not None)
+        except ImageError as e:
+            raise UsageError(str(e)) from None
+
+    jobs = [("pair", paired)] + [("fake", [(f, None) for f in fake_files if f not in paired_fake])] + \
+        [("real", [(None, r) for r in real_files if r not in paired_real])]
+    total, done = len(fake_files) + len(real_files) - len(paired), 0
+    show = _progress_printer("scoring", args.quiet)
+    for kind, items in jobs:
+        for start in range(0, len(items), args.batch_size):
+            chunk = items[start:start + args.batch_size]
+            fakes = [read(f) for f, _ in chunk if f is not None]
+            reals = [read(r) for _, r in chunk if r is not None]
+            try:
+                if kind == "pair" and all(a.shape == b.shape for a, b in zip(fakes, reals)):
+                    suite.add(fake=torch.stack(fakes), real=torch.stack(reals))
+                else:
+                    if fakes:
+                        suite.add(fake=torch.stack(fakes))
+                    if reals:
+                        suite.add(real=torch.stack(reals))
+            except (RuntimeError, ValueError) as e:
+                raise UsageError(f"--real/--fake: {e} (give --size to resize every image to one square)") from None
+            done += len(chunk)
+            show(done, total)
+    scores = suite.compute()
+    print(f"{args.fake} ({len(fake_files)} images) vs {args.real} ({len(real_files)}), {len(paired)} pairs by name, "
+          f"{time.perf_counter() - t0:.1f} s")
+    _print_paper_metrics(suite, scores)
+    _write_json(args, _eval_record(args, real=str(args.real), fake=str(args.fake), counts=suite.counts,
+                                   scores=scores, skipped=suite.skipped))
+    return 0
 
 
 def eval_cmd(args) -> int:
@@ -382,8 +530,16 @@ def eval_cmd(args) -> int:
     from exsynth.metrics import LPIPS
 
     for name in ("length", "batch_size", "class_mean_samples"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.real or args.fake:
+        if not (args.real and args.fake):
+            raise UsageError("--real and --fake go together (two folders of images)")
+        if args.checkpoint:
+            raise UsageError("--real/--fake score two folders: drop --checkpoint")
+        return _eval_folders(args)
+    if not args.checkpoint:
+        raise UsageError("give --checkpoint (or --real DIR --fake DIR to score two folders)")
     device = _device(args.device)
     lpips = None
     if args.lpips_lin or args.lpips_vgg16:
@@ -397,26 +553,43 @@ def eval_cmd(args) -> int:
         baseline, bp = _load_generator(args.baseline_checkpoint, device)
         if bp["model_config"]["label_channels"] != payload["model_config"]["label_channels"]:
             raise UsageError("--baseline-checkpoint: its model has another number of classes")
-    src, root, opts = _eval_source(payload, args)
+    src, root, opts, split = _eval_source(payload, args)
     mult = size_multiple(model)
     tc = payload.get("train_config") or {}
     size = args.size or tc.get("size") or 64
     if size < 16 or size % mult:
         raise UsageError(f"--size {size}: this model needs a multiple of {mult} (and at least 16)")
     k = payload["model_config"]["label_channels"]
+    if src.num_classes is not None and k != src.num_classes:
+        raise UsageError(f"the checkpoint's model has {k} label channels; the {src.name} layout has {src.num_classes}")
     seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
+    length = args.length if args.length is not None else (200 if src.pairs else None)
     try:
-        test = src.make(root, size=size, num_classes=k, split="test", length=args.length, seed=seed, options=opts)
-        train = src.make(root, size=size, num_classes=k, split="train", length=max(args.class_mean_samples, 1),
-                         seed=seed, options=opts)
+        test = src.make(root, size=size, num_classes=k, split=split, length=length, seed=seed, options=opts)
+        means = None
+        if src.label_kind == "class":
+            train = src.make(root, size=size, num_classes=k, split="train", length=max(args.class_mean_samples, 1),
+                             seed=seed, options=opts)
+            means = class_mean_colours(train, args.class_mean_samples)
     except (ValueError, OSError, ImageError) as e:
         raise UsageError(str(e)) from None
+    suite = _metric_suite(args, device, dense=src.label_kind == "dense", seed=seed)
+    if lpips is not None:
+        suite.skipped.pop("lpips", None)
     blind = bool(tc.get("blind", False))
+    n = len(test) if length is None else min(len(test), length)
     t0 = time.perf_counter()
-    res = evaluate(model, test, batch_size=args.batch_size, device=device, blind=blind, baseline=baseline,
-                   class_means=class_mean_colours(train, args.class_mean_samples), lpips=lpips)
-    print(f"{payload['model']} checkpoint {args.checkpoint} on the {src.name} test split "
-          f"({len(test)} samples, {size}px, seed {seed}), {time.perf_counter() - t0:.1f} s")
+    try:
+        res = evaluate(model, test, batch_size=args.batch_size, device=device, blind=blind, baseline=baseline,
+                       class_means=means, lpips=lpips, suite=suite, save=args.save, save_format=args.format,
+                       limit=n, progress=_progress_printer("evaluating", args.quiet))
+    except ImageError as e:
+        raise UsageError(str(e)) from None
+    scores = suite.compute()
+    truth = "exact ground truth" if src.pairs else "each input's own photo as ground truth, listed references as exemplars"
+    print(f"{payload['model']} checkpoint {args.checkpoint} on the {src.name} {split} split "
+          f"({n} samples, {size}px, seed {seed}; {truth}), {time.perf_counter() - t0:.1f} s"
+          + (f"; outputs in {args.save} as {args.format}, scored as saved" if args.save else ""))
     print(f"{'':<20}{'PSNR dB':>9}{'SSIM':>8}" + (f"{'LPIPS':>8}" if lpips is not None else ""))
     labels = dict(model="output", warped="warped exemplar", const_exemplar="constant exemplar",
                   class_mean="class means (blind)", baseline="blind baseline")
@@ -424,12 +597,14 @@ def eval_cmd(args) -> int:
         print(f"{labels.get(name, name):<20}{m['psnr']:>9.2f}{m['ssim']:>8.3f}"
               + (f"{m['lpips']:>8.3f}" if "lpips" in m else ""))
     blind_names = [n for n in ("class_mean", "baseline", "const_exemplar") if n in res]
-    best = max(blind_names, key=lambda n: res[n]["psnr"])
-    print(f"output - best exemplar-blind ({labels[best]}): {res['model']['psnr'] - res[best]['psnr']:+.2f} dB")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(checkpoint=str(args.checkpoint), dataset=src.name, samples=len(test),
-                                                   size=size, seed=seed, results=res), indent=2) + "\n")
+    if blind_names:
+        best = max(blind_names, key=lambda n: res[n]["psnr"])
+        print(f"output - best exemplar-blind ({labels[best]}): {res['model']['psnr'] - res[best]['psnr']:+.2f} dB")
+    print("the papers' metrics (output vs the split's photos):")
+    _print_paper_metrics(suite, {k: v for k, v in scores.items() if k not in ("psnr", "ssim", "lpips")})
+    _write_json(args, _eval_record(args, dataset=src.name, split=split, samples=n, size=size, seed=seed,
+                                   exact_ground_truth=bool(src.pairs), saved=args.save, format=args.format,
+                                   results=res, scores=scores, skipped=suite.skipped, counts=suite.counts))
     return 0
 
 
@@ -660,21 +835,36 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
                         f"(default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     p.set_defaults(func=synthesize_cmd)
 
-    p = sub.add_parser("eval", help="PSNR / SSIM against exact ground truth, with baselines")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", help="data source with exact exemplar ground truth (default: the checkpoint's "
-                                     "training source, or synthetic)")
+    p = sub.add_parser("eval", help="the papers' metrics (PSNR, SSIM, LPIPS, FID, KID, SWD, semantic consistency, "
+                                    "style relevance) of a checkpoint, or of two folders")
+    p.add_argument("--checkpoint", help="the generator to score (or --real/--fake)")
+    p.add_argument("--dataset", help="data source (default: the checkpoint's training source where it has exact ground "
+                                     "truth, else synthetic); a real layout is scored on its validation split with "
+                                     "its listed references")
     p.add_argument("--data", help="its root ('synthetic' needs none)")
-    p.add_argument("--length", type=int, default=200, help="test samples")
-    p.add_argument("--size", type=int, help="default: the size the checkpoint was trained at")
-    p.add_argument("--data-seed", type=int)
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="data-source option (repeatable)")
+    p.add_argument("--split", choices=["train", "val", "test"], help="default: test (synthetic), val (real layouts)")
+    p.add_argument("--length", type=int, help="samples (default: 200 for synthetic, the whole split otherwise)")
+    p.add_argument("--size", type=int, help="default: the size the checkpoint was trained at (--real/--fake: resize "
+                                            "every image to this square)")
+    p.add_argument("--data-seed", type=int, help="data seed (and SWD's / KID's random draws)")
     p.add_argument("--baseline-checkpoint", help="a generator trained with --blind, scored fed zeros")
     p.add_argument("--class-mean-samples", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--inception", help="FID / KID: the pt_inception-2015-12-05 weights file (pytorch-fid's)")
+    p.add_argument("--kid", action="store_true", help="also KID (keeps the Inception features: 8 KiB per image)")
+    p.add_argument("--no-swd", action="store_true", help="skip SWD")
+    p.add_argument("--vgg", help="semantic consistency and style relevance: VGG19 ImageNet weights file")
     p.add_argument("--lpips-lin", help="LPIPS linear-layer weights (or a full LPIPS VGG state dict)")
     p.add_argument("--lpips-vgg16", help="torchvision vgg16 weights, the LPIPS backbone")
-    p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--save", help="write the outputs here (NAME.png) and score them as saved")
+    p.add_argument("--format", default="png", choices=["png", "jpg"],
+                   help="with --save: png (default) or jpg (the papers' JPEG protocol: JPEG's loss moves FID)")
+    p.add_argument("--real", help="a folder of real images: with --fake, score two folders without a model")
+    p.add_argument("--fake", help="a folder of generated images (paired metrics for files named as in --real)")
+    p.add_argument("--json", help="also write every number here, with the command, weights' sha256 and versions")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=eval_cmd)
 
     p = sub.add_parser("pairs", help="exemplar pair list (name,ref1,...,refk lines) by VGG feature retrieval")

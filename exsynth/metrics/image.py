@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "LPIPS"]
+__all__ = ["psnr", "ssim", "mean_db", "LPIPS"]
 
 
 def _check(fake: torch.Tensor, real: torch.Tensor, name: str) -> None:
