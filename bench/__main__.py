@@ -1,7 +1,10 @@
 """Benchmark runner: `python -m bench correlation [--quick] [--device cuda]`.
 
 Prints a table (speed ratios against the anchors measured in the same run,
-peak memory) and writes JSON with the environment and command.
+peak memory) and writes JSON with the environment and command, and a PNG of it
+beside (matplotlib, the `bench` extra). `python -m bench plot FILE.json ...`
+redraws committed results; `python -m bench models --runs DIR ...` compares
+trained models (bench/models.py).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 
 from . import common
 
-OPS = ("correlation", "pn_modulate", "msca", "ptxas")
+OPS = ("correlation", "pn_modulate", "msca", "ptxas", "plot", "models")
 
 
 PTXAS_REPORT = os.path.join(os.path.dirname(__file__), "results", "ptxas.txt")
@@ -35,6 +38,13 @@ def show_ptxas() -> int:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "plot":
+        from . import plots
+        return plots.main(argv[1:])
+    if argv and argv[0] == "models":
+        from . import models
+        return models.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("op", choices=OPS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -76,6 +86,10 @@ def main(argv=None):
     out = args.out or os.path.join("bench", "results", f"{args.op}-{device.type}.json")
     common.write_json(out, env, rows)
     print(f"# wrote {out}")
+    from .plots import plot_op
+    png = plot_op(out)
+    if png:
+        print(f"# wrote {png}")
     return 0
 
 
