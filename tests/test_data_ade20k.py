@@ -269,3 +269,11 @@ def test_synthesize_a_validation_split(tmp_path, capsys):
         assert cli.main(["synthesize", "--checkpoint", ck, "--out", str(tmp_path / "o2"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], err
+    # the same split scored as the papers score it: outputs saved, SWD over the split's photos
+    assert cli.main(["eval", "--checkpoint", ck, "--dataset", "ade20k", "--data", str(root), "--quiet",
+                     "--save", str(tmp_path / "scored"), "--json", str(tmp_path / "e.json")]) == 0
+    rec = json.loads((tmp_path / "e.json").read_text())
+    assert rec["split"] == "val" and rec["samples"] == 2 and not rec["exact_ground_truth"]
+    assert "swd" in rec["scores"] and "class_mean" in rec["results"]
+    assert sorted(p.name for p in (tmp_path / "scored").iterdir()) == ["ADE_val_00000001.png", "ADE_val_00000002.png"]
+    assert "listed references as exemplars" in capsys.readouterr().out

@@ -276,3 +276,10 @@ def test_synthesize_dense_inputs(tmp_path, capsys):
                      "--exemplar", str(tmp_path / "ex.png"), "--exemplar-label", str(tmp_path / "in.npy"),
                      "--out", str(tmp_path / "three.png")]) == 2
     assert "nan.npy: input map holds NaN" in capsys.readouterr().err
+    # scored on the validation split: no class maps, so no class-mean baseline; the VGG metrics skipped
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", ckpt, "--dataset", "deepfashion", "--data", str(root), "--quiet",
+                     "--json", str(tmp_path / "e.json")]) == 0
+    rec = json.loads((tmp_path / "e.json").read_text())
+    assert rec["samples"] == 1 and "class_mean" not in rec["results"] and "swd" in rec["scores"]
+    assert "vgg" in rec["skipped"]
