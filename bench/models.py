@@ -57,7 +57,7 @@ def _fmt(v):
 
 def main(argv=None) -> int:
     from exsynth.checkpoint import load_generator
-    from exsynth.data import SyntheticExemplarDataset
+    from exsynth.data import one_hot
     from exsynth.evaluate import evaluate
     from exsynth.imageio import colorize_label, tile_rows, write_image
     from exsynth.inference import synthesize
@@ -79,16 +79,33 @@ def main(argv=None) -> int:
     vgg = load_vgg19(args.vgg) if args.vgg else None
     loaded = [(run, *load_generator(_checkpoint(run), device="cpu")) for run in args.runs]
     sizes = {int((p.get("train_config") or {}).get("size", 64)) for _, _, p in loaded}
-    classes = {int(m.cfg.label_channels) for _, m, _ in loaded}
-    if len(sizes) > 1 or len(classes) > 1:
-        raise SystemExit(f"the models must share size and classes to be compared on one split "
-                         f"(sizes {sorted(sizes)}, classes {sorted(classes)})")
-    test = data_source("synthetic").make("synthetic", size=sizes.pop(), num_classes=classes.pop(), split="test",
-                                         length=args.length, seed=args.data_seed)
-    batch = [test[i] for i in range(min(args.grid, len(test)))]
-    lab, ex, exl, truth = (torch.stack([b[k] for b in batch]) for k in ("label", "exemplar", "exemplar_label", "image"))
+    if len(sizes) > 1:
+        raise SystemExit(f"the models must share one size to be compared on one split, got {sorted(sizes)}")
+    size = sizes.pop()
+
+    def split_of(model, payload):
+        """The model's own view (synthetic, or synthetic-edges for sketch-input models) of the
+        one synthetic test split: same layouts, styles, exemplars and ground truth."""
+        name = (payload.get("train_config") or {}).get("dataset") or "synthetic"
+        src = data_source(name)
+        if not (src.pairs and name.startswith("synthetic")):
+            name, src = "synthetic", data_source("synthetic")
+        return name, src.make("synthetic", size=size, num_classes=int(model.cfg.label_channels), split="test",
+                              length=args.length, seed=args.data_seed)
+
+    tests = [split_of(m, p) for _, m, p in loaded]
+    first = tests[0][1][0]["image"]
+    for (name, t), (run, _, _) in zip(tests, loaded):
+        if not torch.equal(t[0]["image"], first):
+            raise SystemExit(f"{run}: its test split ({name}) does not hold the same ground truth as the others")
+    picture = tests[0][1]
+    n_grid = min(args.grid, len(picture))
+    label_pic = torch.stack([colorize_label(one_hot(picture[i]["label_index"].numpy(), int(picture.num_classes)))
+                             for i in range(n_grid)])
+    ex = torch.stack([picture[i]["exemplar"] for i in range(n_grid)])
+    truth = torch.stack([picture[i]["image"] for i in range(n_grid)])
     rows, fakes, names = [], [], []
-    for run, model, payload in loaded:
+    for (run, model, payload), (source, test) in zip(loaded, tests):
         tc = payload.get("train_config") or {}
         suite = MetricSuite(inception=inception, vgg=vgg, seed=args.data_seed)
         t0 = time.perf_counter()
@@ -96,8 +113,8 @@ def main(argv=None) -> int:
         scores = suite.compute()
         step = int(payload.get("step") or 0)
         secs = float(payload.get("train_seconds") or 0.0)
-        row = dict(run=str(run), model=payload["model"], steps=step,
-                   params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        row = dict(run=str(run), model=payload["model"], input=source, steps=step,
+                   params_m=round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
                    s_per_step=round(secs / step, 3) if step else None,
                    psnr=res["model"]["psnr"], ssim=res["model"]["ssim"],
                    warped_psnr=res.get("warped", {}).get("psnr"), swd=scores.get("swd"), fid=scores.get("fid"),
@@ -106,9 +123,11 @@ def main(argv=None) -> int:
                    eval_seconds=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(json.dumps(row), flush=True)
+        items = [test[i] for i in range(n_grid)]
+        lab, exl = (torch.stack([it[k] for it in items]) for k in ("label", "exemplar_label"))
         fakes.append(synthesize(model, lab, ex, exl, warped=False)["fake"])
         names.append(payload["model"])
-    columns = [("model", "model"), ("steps", "steps"), ("params_m", "params M"), ("s_per_step", "s/step"),
+    columns = [("model", "model"), ("input", "input"), ("steps", "steps"), ("params_m", "params M"), ("s_per_step", "s/step"),
                ("psnr", "PSNR dB"), ("ssim", "SSIM"), ("warped_psnr", "warped PSNR"), ("swd", "SWD"),
                ("fid", "FID"), ("semantic_consistency", "sem. cons."), ("style_color", "style col."),
                ("style_texture", "style tex.")]
@@ -126,13 +145,13 @@ def main(argv=None) -> int:
                cpu=platform.processor() or platform.machine())
     out.write_text(json.dumps(dict(command="python -m bench models " + " ".join(argv if argv is not None
                                                                                  else sys.argv[2:]),
-                                   split=dict(source="synthetic", split="test", length=args.length,
+                                   split=dict(source="synthetic (each model's view)", split="test", length=args.length,
                                               data_seed=args.data_seed),
                                    environment=env, skipped=skipped, results=rows), indent=2) + "\n")
     print(f"# wrote {out}")
     if _table_png(rows, columns, str(out.with_suffix(".png"))):
         print(f"# wrote {out.with_suffix('.png')}")
-    grid = tile_rows([colorize_label(lab), ex, *fakes, truth])
+    grid = tile_rows([label_pic, ex, *fakes, truth])
     write_image(grid, out.with_name(out.stem + "_outputs.png"))
     print(f"# wrote {out.with_name(out.stem + '_outputs.png')} (columns: input, exemplar, "
           + ", ".join(names) + ", exact answer)")

@@ -566,11 +566,10 @@ def eval_cmd(args) -> int:
     length = args.length if args.length is not None else (200 if src.pairs else None)
     try:
         test = src.make(root, size=size, num_classes=k, split=split, length=length, seed=seed, options=opts)
-        means = None
-        if src.label_kind == "class":
-            train = src.make(root, size=size, num_classes=k, split="train", length=max(args.class_mean_samples, 1),
-                             seed=seed, options=opts)
-            means = class_mean_colours(train, args.class_mean_samples)
+        # the per-class mean colours, where samples carry class maps (also behind a dense input)
+        train = src.make(root, size=size, num_classes=k, split="train", length=max(args.class_mean_samples, 1),
+                         seed=seed, options=opts)
+        means = class_mean_colours(train, args.class_mean_samples)
     except (ValueError, OSError, ImageError) as e:
         raise UsageError(str(e)) from None
     suite = _metric_suite(args, device, dense=src.label_kind == "dense", seed=seed)

@@ -15,7 +15,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .normalization import PNSPADE
 
-__all__ = ["maybe_spectral_norm", "SPADE", "SPADEResBlock", "NonLocalBlock", "PatchDiscriminator",
+__all__ = ["maybe_spectral_norm", "SPADE", "SPADEResBlock", "NonLocalBlock", "NonLocalBlock2D", "PatchDiscriminator",
            "MultiscalePatchDiscriminator", "NORMS"]
 
 NORMS = ("pono", "batch", "instance")
@@ -107,6 +107,34 @@ class NonLocalBlock(nn.Module):
         attn = torch.softmax(q @ k.transpose(1, 2), dim=-1)          # embedded Gaussian, no scaling
         y = (attn @ v).transpose(1, 2).reshape(B, -1, H, W)
         return x + self.gamma * self.out(y)
+
+
+class NonLocalBlock2D(nn.Module):
+    """Wang et al. 2018's embedded-Gaussian non-local block (SEGIN's Eq. 3-4): theta, phi, g are
+    1x1 convs to C/2; phi and g are max-pooled 2x2 (sub_sample); y = softmax(theta^T phi) g
+    (unscaled logits), z = x + BN(W y) with W a 1x1 conv back to C and the BN's gamma = beta = 0
+    at init, so the block starts as the identity. Attention through
+    F.scaled_dot_product_attention (no L x L matrix in memory where a fused kernel applies)."""
+
+    def __init__(self, channels: int, sub_sample: bool = True):
+        super().__init__()
+        inter = max(channels // 2, 1)
+        self.theta = nn.Conv2d(channels, inter, 1)
+        self.phi = nn.Conv2d(channels, inter, 1)
+        self.g = nn.Conv2d(channels, inter, 1)
+        self.pool = nn.MaxPool2d(2) if sub_sample else nn.Identity()
+        self.W = nn.Sequential(nn.Conv2d(inter, channels, 1), nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.W[1].weight)
+        nn.init.zeros_(self.W[1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.theta(x).flatten(2).transpose(1, 2)                       # (B, HW, C/2)
+        pooled = self.pool(x) if min(H, W) >= 2 else x
+        k = self.phi(pooled).flatten(2).transpose(1, 2)                    # (B, HW/4, C/2)
+        v = self.g(pooled).flatten(2).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)[:, 0]
+        return x + self.W(y.transpose(1, 2).reshape(B, -1, H, W))
 
 
 class PatchDiscriminator(nn.Module):
