@@ -175,3 +175,35 @@ def test_train_synthesize_eval_through_the_cli(tmp_path, capsys):
     # resume continues the same run
     assert cli.main(["train", "--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 5
+
+
+def _ab_folder(root, n=3, S=32):
+    from exsynth.imageio import write_image
+    g = torch.Generator().manual_seed(9)
+    for i in range(n):
+        a = torch.ones(3, S, S)
+        a[:, 8:24, 8] = -1                                  # black lines on white
+        a[:, 8, 8:24] = -1
+        b = torch.ones(3, S, S)                             # a "shoe" on white
+        b[:, 10:22, 10:22] = torch.rand(3, 1, 1, generator=g) * 1.2 - 0.9
+        write_image(torch.cat([a, b], -1), root / "train" / f"{i}_AB.jpg")
+    write_image(torch.cat([a, b], -1), root / "val" / "9_AB.jpg")
+    return root
+
+
+def test_edges2photos_layout_and_training(tmp_path, capsys):
+    from exsynth.data.edges2photos import EdgesToPhotosDataset
+    from exsynth.imageio import ImageError
+    root = _ab_folder(tmp_path / "shoes")
+    ds = EdgesToPhotosDataset(root, 32)
+    s = ds[0]
+    assert s["label"].shape == (1, 32, 32) and s["image"].shape == (3, 32, 32) and s["mask"].shape == (1, 32, 32)
+    assert s["label"][0, 16, 8] > 0.8 and s["label"][0, 2, 2] < 0.2          # the line, the white paper
+    assert s["mask"][0, 16, 16] == 1 and s["mask"][0, 2, 2] == -1            # the shoe, the background
+    with pytest.raises(ImageError, match="not a pix2pix A\\|B layout: expected train/"):
+        EdgesToPhotosDataset(tmp_path, 32)
+    assert cli.main(["train", "--model", "segin", "--dataset", "edges2photos", "--data", str(root), "--size", "32",
+                     "--batch-size", "2", "--steps", "2", "--quiet", "--out", str(tmp_path / "r"), "--option",
+                     "width=4", "--option", "downsamples=2", "--option", "match_layer=relu3_1", "--disc-width", "4",
+                     "--loss", "feat=0"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
