@@ -35,6 +35,14 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10000)
@@ -57,7 +65,7 @@ def main() -> None:
         if done in marks or done == args.n:
             el = time.perf_counter() - t0
             rows.append(dict(images_per_set=done, seconds=round(el, 1), images_per_s=round(2 * done / el, 2),
-                             peak_rss_mib=round(peak_rss_mib(), 1)))
+                             rss_mib=round(rss_mib(), 1), peak_rss_mib=round(peak_rss_mib(), 1)))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     scores = suite.compute()
     res = dict(command="python bench/fid_stream.py " + " ".join(sys.argv[1:]), n_per_set=args.n,

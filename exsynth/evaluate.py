@@ -3,6 +3,7 @@ exemplar quadruples, such as the synthetic test split) or, for real layouts, aga
 input's own photo with its listed reference as the exemplar, as the papers test."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -67,13 +68,13 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu", b
       model's scores are then computed on the images read back from those files (the papers
       score saved files: JPEG's loss moves FID).
     limit: the first N samples only. progress(done, total): called after each batch."""
-    scores: Dict[str, list] = {}
+    scores: Dict[str, list] = {}   # Python floats: see MetricSuite (no small tensors kept across batches)
 
     def add(name, fake, real):
-        scores.setdefault(name + "/psnr", []).append(psnr(fake, real))
-        scores.setdefault(name + "/ssim", []).append(ssim(fake, real))
+        scores.setdefault(name + "/psnr", []).extend(psnr(fake, real).tolist())
+        scores.setdefault(name + "/ssim", []).extend(ssim(fake, real).tolist())
         if lpips is not None:
-            scores.setdefault(name + "/lpips", []).append(lpips(fake, real).float().cpu())
+            scores.setdefault(name + "/lpips", []).extend(lpips(fake, real).float().cpu().tolist())
 
     if save_format not in ("png", "jpg"):
         raise ValueError(f"save_format must be 'png' or 'jpg', got {save_format!r}")
@@ -109,5 +110,5 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu", b
     result: Dict[str, Dict[str, float]] = {}
     for key, vals in scores.items():
         name, metric = key.split("/")
-        result.setdefault(name, {})[metric] = float(torch.cat(vals).mean())
+        result.setdefault(name, {})[metric] = math.fsum(vals) / len(vals)
     return result

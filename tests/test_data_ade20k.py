@@ -138,7 +138,7 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path):
 def test_one_training_step_on_ade20k(tmp_path, capsys, model, opts):
     root = make_ade(tmp_path / "ade")
     out = tmp_path / "r"
-    assert cli.main(["train", "--model", model, "--dataset", "ade20k", "--data", str(root), "--num-classes", "151",
+    assert cli.main(["train", "--allow-random-vgg", "--model", model, "--dataset", "ade20k", "--data", str(root), "--num-classes", "151",
                      "--size", "64", "--batch-size", "2", "--steps", "1", "--quiet", "--out", str(out),
                      "--loss", "feat=0", "--loss", "perc=0", "--loss", "adv=0", "--loss", "gan_feat=0", *opts]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -221,7 +221,7 @@ def test_one_training_step_on_every_layout(tmp_path, capsys, layout, model):
     out = tmp_path / "r"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # random-init VGG, missing pair lists
-        code = cli.main(["train", "--model", model, "--dataset", layout, "--data", str(root), "--size", "64",
+        code = cli.main(["train", "--allow-random-vgg", "--model", model, "--dataset", layout, "--data", str(root), "--size", "64",
                          "--batch-size", "2", "--steps", "1", "--quiet", "--out", str(out), "--image-every", "1",
                          "--loss", "feat=0", "--loss", "adv=0", "--loss", "gan_feat=0", *MODELS[model], *extra])
     assert code == 0, capsys.readouterr().err

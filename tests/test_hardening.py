@@ -112,7 +112,7 @@ def test_a_label_beyond_the_classes_is_one_line_with_workers(tmp_path, capsys, w
     root = _folder(tmp_path / "d", n=2)
     write_label(torch.full((40, 40), 9), root / "labels" / "0.png")
     write_label(torch.full((40, 40), 9), root / "labels" / "1.png")
-    code = cli.main(["train", "--data", str(root), "--num-classes", str(K), "--size", str(S), "--steps", "1",
+    code = cli.main(["train", "--allow-random-vgg", "--data", str(root), "--num-classes", str(K), "--size", str(S), "--steps", "1",
                      "--batch-size", "1", "--workers", str(workers), "--out", str(tmp_path / "r"), "--quiet",
                      "--option", "width=4", "--option", "num_up=2", "--option", "max_mult=2"])
     err = capsys.readouterr().err.strip().splitlines()

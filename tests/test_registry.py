@@ -294,7 +294,7 @@ def test_flag_parsing_edges(tmp_path, capsys):
     """'none' overrides an Optional option (a preset's, a resumed run's); fixed-length tuples
     take exactly their length; an unknown --model is reported before its flags."""
     out = tmp_path / "r"
-    base = ["train", "--size", "32", "--num-classes", "4", "--batch-size", "2", "--train-length", "4", "--quiet",
+    base = ["train", "--allow-random-vgg", "--size", "32", "--num-classes", "4", "--batch-size", "2", "--train-length", "4", "--quiet",
             "--option", "width=4", "--option", "num_up=2", "--option", "max_mult=2", "--out", str(out)]
     assert cli.main(base + ["--steps", "2", "--max-minutes", "30"]) == 0
     capsys.readouterr()
@@ -329,7 +329,7 @@ def test_eval_of_a_folder_trained_checkpoint_scores_on_synthetic(tmp_path, capsy
         write_image(ds[i]["image"], root / "images" / f"{i}.png")
         write_label(ds[i]["label_index"], root / "labels" / f"{i}.png")
     out = tmp_path / "r"
-    assert cli.main(["train", "--data", str(root), "--size", "32", "--num-classes", str(K), "--steps", "1",
+    assert cli.main(["train", "--allow-random-vgg", "--data", str(root), "--size", "32", "--num-classes", str(K), "--steps", "1",
                      "--batch-size", "1", "--quiet", "--option", "width=4", "--option", "num_up=2", "--option",
                      "max_mult=2", "--option", "adaptor_downsample=1", "--out", str(out)]) == 0
     capsys.readouterr()

@@ -350,7 +350,7 @@ def test_cli_bad_inputs(tmp_path, capsys):
     root = tmp_path / "baddata"
     write_image(torch.zeros(3, S, S), root / "images" / "0.png")
     write_label(torch.full((S, S), 9), root / "labels" / "0.png")
-    msg = _run_bad(capsys, ["train", "--data", str(root), "--num-classes", str(K), "--size", str(S), "--steps", "1",
+    msg = _run_bad(capsys, ["train", "--allow-random-vgg", "--data", str(root), "--num-classes", str(K), "--size", str(S), "--steps", "1",
                             "--batch-size", "1", "--out", str(tmp_path / "r"), "--quiet"])
     assert "stopped at step 0" in msg and "expected 0..3" in msg
     assert not (tmp_path / "r").exists()

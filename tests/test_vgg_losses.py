@@ -1,4 +1,5 @@
 import math
+import sys
 import warnings
 
 import pytest
@@ -193,45 +194,98 @@ def test_gram_and_style():
     assert style_loss({"a": f * 2}, {"a": f}, ["a"]).item() > 0
 
 
-def _cx_reference(x, y, h, eps):
+def _cx_reference(x, y, h, eps, center):
+    """CoCosNet's ContextualLoss_forward, written out with Python loops (float64)."""
     n, c = x.shape[:2]
     out = []
     for b in range(n):
-        mu = y[b].reshape(c, -1).mean(1)
-        X = [x[b, :, i, j] - mu for i in range(x.shape[2]) for j in range(x.shape[3])]
-        Y = [y[b, :, i, j] - mu for i in range(y.shape[2]) for j in range(y.shape[3])]
-        d = [[1 - float(xi @ yj) / (float(xi.norm()) * float(yj.norm())) for yj in Y] for xi in X]
+        P = [(i, j) for i in range(x.shape[2]) for j in range(x.shape[3])]
+        Q = [(i, j) for i in range(y.shape[2]) for j in range(y.shape[3])]
+        if center == "position":      # --PONO: the exemplar's per-position channel mean, both maps
+            X = [x[b, :, i, j] - y[b, :, i, j].mean() for i, j in P]
+            Y = [y[b, :, i, j] - y[b, :, i, j].mean() for i, j in Q]
+        else:                          # the exemplar's per-channel spatial mean
+            mu = y[b].reshape(c, -1).mean(1)
+            X = [x[b, :, i, j] - mu for i, j in P]
+            Y = [y[b, :, i, j] - mu for i, j in Q]
+        X = [v / (float(v.norm()) + sys.float_info.epsilon) for v in X]
+        Y = [v / (float(v.norm()) + sys.float_info.epsilon) for v in Y]
+        d = [[1 - float(xi @ yj) for yj in Y] for xi in X]
         A = []
         for row in d:
             m = min(row)
             w = [math.exp((1 - dij / (m + eps)) / h) for dij in row]
             s = sum(w)
             A.append([wi / s for wi in w])
-        cx = sum(max(A[i][j] for i in range(len(X))) for j in range(len(Y))) / len(Y)
+        cx = sum(max(A[i]) for i in range(len(X))) / len(X)    # mean over generated of max over exemplar
         out.append(-math.log(cx))
     return out
 
 
-def test_contextual_matches_reference():
+def test_contextual_matches_cocosnets_forward_definition():
     torch.manual_seed(1)
     x = torch.randn(2, 4, 2, 3, dtype=torch.float64)
-    y = torch.randn(2, 4, 3, 2, dtype=torch.float64)
+    y = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+    z = torch.randn(2, 4, 3, 2, dtype=torch.float64)
     for h in (0.1, 0.5):
-        got = contextual_loss(x, y, h=h, eps=1e-5, reduction="none")
-        ref = _cx_reference(x, y, h, 1e-5)
-        assert torch.allclose(got, torch.tensor(ref, dtype=torch.float64), rtol=1e-6, atol=1e-8), (got, ref)
-    assert contextual_loss(x, y).item() == pytest.approx(sum(_cx_reference(x, y, 0.1, 1e-5)) / 2, rel=1e-6)
+        got = contextual_loss(x, y, bandwidth=h)
+        ref = _cx_reference(x, y, h, 1e-3, "position")
+        assert torch.allclose(got, torch.tensor(ref, dtype=torch.float64), rtol=1e-9, atol=1e-12), (got, ref)
+        got = contextual_loss(x, z, bandwidth=h, center="spatial")    # other sizes: spatial centring
+        ref = _cx_reference(x, z, h, 1e-3, "spatial")
+        assert torch.allclose(got, torch.tensor(ref, dtype=torch.float64), rtol=1e-9, atol=1e-12), (got, ref)
+    # the direction: a generated map made of one exemplar vector matches it well (the exemplar's other
+    # vectors do not count), the reverse does not
+    y1 = torch.randn(1, 8, 4, 4, dtype=torch.float64)
+    one = y1[:, :, :1, :1].expand(-1, -1, 4, 4).clone()
+    assert contextual_loss(one, y1, center=None) < contextual_loss(y1, one, center=None)
+    with pytest.raises(ValueError, match="center='position' needs maps of one size"):
+        contextual_loss(x, z)
 
 
-def test_contextual_layers_and_downsample():
-    f = {"a": torch.randn(1, 8, 8, 8), "b": torch.randn(1, 8, 4, 4)}
-    r = {"a": torch.randn(1, 8, 8, 8), "b": torch.randn(1, 8, 4, 4)}
-    tot = contextual_loss_layers(f, r, ["a", "b"], [1.0, 2.0])
-    assert tot.item() == pytest.approx((contextual_loss(f["a"], r["a"]) + 2 * contextual_loss(f["b"], r["b"])).item(),
-                                       rel=1e-5)
-    small = contextual_loss_layers(f, r, ["a"], [1.0], max_positions=16)
-    pooled = contextual_loss(torch.nn.functional.avg_pool2d(f["a"], 2), torch.nn.functional.avg_pool2d(r["a"], 2))
-    assert small.item() == pytest.approx(pooled.item(), rel=1e-5)
+def test_contextual_layers_pooling_and_weights():
+    f = {"a": torch.randn(2, 8, 8, 8), "b": torch.randn(2, 8, 4, 4)}
+    r = {"a": torch.randn(2, 8, 8, 8), "b": torch.randn(2, 8, 4, 4)}
+    tot = contextual_loss_layers(f, r, ["a", "b"], [2.0, 4.0], [2, 1])
+    pool = torch.nn.functional.avg_pool2d
+    want = 2 * contextual_loss(pool(f["a"], 2), pool(r["a"], 2)).mean() + 4 * contextual_loss(f["b"], r["b"]).mean()
+    assert tot.item() == pytest.approx(want.item(), rel=1e-6)
+    small = contextual_loss_layers(f, r, ["a"], [1.0], None, max_positions=16)
+    assert small.item() == pytest.approx(contextual_loss(pool(f["a"], 2), pool(r["a"], 2)).mean().item(), rel=1e-6)
+
+
+def test_vgg_input_follows_the_weight_format(tmp_path):
+    """torchvision weights take ImageNet mean/std RGB; CoCosNet's vgg19_conv.pth takes its
+    vgg_preprocess (BGR x 255 minus the mean) - the same convolutions then give the features the
+    original code gives."""
+    from exsynth.nn.vgg import VGG19_CONV_INDICES, _CONV_NAMES, VGG19Features
+    torch.manual_seed(3)
+    net = VGG19Features()
+    sd = net.features.state_dict()
+    torch.save({f"features.{k}": v for k, v in sd.items()}, tmp_path / "tv.pth")
+    torch.save({f"{_CONV_NAMES[i]}.{p}": sd[f"{i}.{p}"] for i in VGG19_CONV_INDICES for p in ("weight", "bias")},
+               tmp_path / "vgg19_conv.pth")
+    tv, coco = load_vgg19(tmp_path / "tv.pth"), load_vgg19(tmp_path / "vgg19_conv.pth")
+    assert (tv.input_format, coco.input_format) == ("torchvision", "caffe")
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+
+    def run(inp):   # the conv stack on an already-preprocessed input, up to relu2_2
+        h = inp
+        for layer in list(net.features)[:9]:
+            h = layer(h)
+        return h
+
+    # CoCosNet util.vgg_preprocess(x, vgg_normal_correct=True), written out
+    t = (x + 1) / 2
+    bgr = torch.cat((t[:, 2:3], t[:, 1:2], t[:, 0:1]), dim=1)
+    caffe = (bgr - torch.tensor([0.40760392, 0.45795686, 0.48501961]).view(1, 3, 1, 1)) * 255
+    torch.testing.assert_close(coco(x, ("relu2_2",))["relu2_2"], run(caffe))
+    imnet = ((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(tv(x, ("relu2_2",))["relu2_2"], run(imnet))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="unrecognised VGG19 weight format"):
+        load_vgg19(tmp_path / "other.pth")
 
 
 # ----------------------------------------------------------------------------- GAN losses

@@ -83,12 +83,14 @@ def lsgan_g_loss(fake_pred: DOutput) -> torch.Tensor:
     return lsgan_loss(fake_pred, True)
 
 
-def gan_feature_matching_loss(fake_out: DOutput, real_out: DOutput, include_last: bool = False) -> torch.Tensor:
-    """Discriminator feature matching (pix2pixHD): mean L1 between intermediate features.
+def gan_feature_matching_loss(fake_out: DOutput, real_out: DOutput, include_last: bool = False,
+                              sum_layers: bool = False) -> torch.Tensor:
+    """Discriminator feature matching (pix2pixHD): L1 between intermediate features.
 
     Per scale, the L1 distances of all tensors except the last (the prediction;
-    include it with ``include_last=True``) are averaged over layers; the result
-    is averaged over scales. Real features are detached.
+    include it with ``include_last=True``) are averaged over layers (summed with
+    ``sum_layers``, as pix2pixHD / SPADE / CoCosNet's code do); the result is averaged
+    over scales. Real features are detached.
     """
     fs, rs = _scales(fake_out), _scales(real_out)
     if len(fs) != len(rs):
@@ -101,7 +103,7 @@ def gan_feature_matching_loss(fake_out: DOutput, real_out: DOutput, include_last
         if n == 0:
             raise ValueError("no intermediate discriminator features to match "
                              "(each scale must return [features..., prediction])")
-        per_scale.append(sum(F.l1_loss(a, b.detach()) for a, b in zip(f[:n], r[:n])) / n)
+        per_scale.append(sum(F.l1_loss(a, b.detach()) for a, b in zip(f[:n], r[:n])) / (1 if sum_layers else n))
     return sum(per_scale) / len(per_scale)
 
 

@@ -49,6 +49,8 @@ class Objective:
     # Under torchrun: True when some step may leave generator parameters without a gradient
     # (DDP then searches the graph each step); False when every step uses them all.
     ddp_find_unused_parameters: ClassVar[bool] = True
+    # GAN feature matching summed over a discriminator's layers (pix2pixHD's form) or averaged
+    gan_feat_sum_layers: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, weights: Mapping[str, float], supervision: str, cfg: Any):
         """cfg: the TrainConfig (num_classes, disc_width/layers/scales, vgg, blind, schedules)."""
@@ -59,10 +61,17 @@ class Objective:
         self._d_calls: Dict[str, Callable] = {}
         self._phase = "g"
         self.vgg = None
-        if any(self.on(k) for k in self.vgg_losses):
+        vgg_terms = [k for k in self.vgg_losses if self.on(k)]
+        if vgg_terms:
             from ..nn import load_vgg19
             from .perceptual import VGGLoss
-            self.vgg = VGGLoss(load_vgg19(getattr(cfg, "vgg", None)))
+            path = getattr(cfg, "vgg", None)
+            if path is None and not getattr(cfg, "allow_random_vgg", False):
+                off = " ".join(f"--loss {k}=0" for k in vgg_terms)
+                raise ValueError(f"the {', '.join(vgg_terms)} loss(es) need ImageNet VGG19 weights: pass --vgg FILE "
+                                 f"(a torchvision vgg19 state dict or a caffe-converted vgg19_conv.pth), switch them off ({off}), or "
+                                 f"--allow-random-vgg (tests only: a random VGG's features mean nothing)")
+            self.vgg = VGGLoss(load_vgg19(path))
 
     # ---- what the trainer reads ----------------------------------------------------------------
 
@@ -156,7 +165,7 @@ class Objective:
         if self.on("gan_feat"):
             with torch.no_grad():
                 real_pred = d(label, image)
-            terms["gan_feat"] = gan_feature_matching_loss(fake_pred, real_pred)
+            terms["gan_feat"] = gan_feature_matching_loss(fake_pred, real_pred, sum_layers=self.gan_feat_sum_layers)
 
     def vgg_terms(self, terms: Terms, fake: torch.Tensor, image: torch.Tensor) -> None:
         if self.vgg is None:

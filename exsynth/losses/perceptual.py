@@ -18,6 +18,7 @@ from ..nn.vgg import VGG19Features, load_vgg19
 
 __all__ = [
     "FEATURE_MATCHING_LAYERS", "FEATURE_MATCHING_WEIGHTS", "CONTEXTUAL_LAYERS", "CONTEXTUAL_WEIGHTS",
+    "CONTEXTUAL_POOLS",
     "STYLE_LAYERS", "weighted_l1", "gram_matrix", "style_loss", "contextual_loss",
     "contextual_loss_layers", "VGGLoss",
 ]
@@ -25,10 +26,11 @@ __all__ = [
 # CoCosNet / pix2pixHD VGG feature matching (Eq. 8).
 FEATURE_MATCHING_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 FEATURE_MATCHING_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
-# CoCosNet contextual loss (Eq. 11): relu2_2..relu5_2, deeper layers weighted more
-# (as in the released CoCosNet code: 1, 2, 4, 8).
-CONTEXTUAL_LAYERS = ("relu2_2", "relu3_2", "relu4_2", "relu5_2")
-CONTEXTUAL_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+# CoCosNet contextual loss (Eq. 11) as its code's get_ctx_loss computes it: relu5_2 x 8, relu4_2 x 4,
+# relu3_2 average-pooled 2x x 2 (relu2_2 pooled 4x x 1 is its --use_22ctx option).
+CONTEXTUAL_LAYERS = ("relu3_2", "relu4_2", "relu5_2")
+CONTEXTUAL_WEIGHTS = (2.0, 4.0, 8.0)
+CONTEXTUAL_POOLS = (2, 1, 1)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
@@ -69,38 +71,42 @@ def style_loss(fake: Mapping[str, torch.Tensor], real: Mapping[str, torch.Tensor
     return total
 
 
-def contextual_loss(x: torch.Tensor, y: torch.Tensor, h: float = 0.1, eps: float = 1e-5,
-                    reduction: str = "mean") -> torch.Tensor:
-    """Contextual loss (Mechrez et al. 2018) between feature maps ``x`` (generated) and ``y`` (target).
+def contextual_loss(generated: torch.Tensor, exemplar: torch.Tensor, *, bandwidth: float = 0.1, eps: float = 1e-3,
+                    center: Optional[str] = "position") -> torch.Tensor:
+    """Per-sample contextual loss (B,) exactly as CoCosNet's `ContextualLoss_forward`:
 
-    ``x``: ``(N, C, Hx, Wx)``, ``y``: ``(N, C, Hy, Wy)`` (spatial sizes may differ).
-    Both are centred by the per-sample spatial mean of ``y`` and L2-normalised
-    over channels; ``d_ij = 1 - cos(x_i, y_j)``; ``d~_ij = d_ij / (min_k d_ik + eps)``;
-    ``w_ij = exp((1 - d~_ij) / h)``; ``A_ij = w_ij / sum_k w_ik``;
-    ``CX = mean_j max_i A_ij``; loss ``= -log(CX)`` per sample, then ``reduction``
-    (``"mean"`` | ``"sum"`` | ``"none"``). ``y`` is detached.
-    """
+    center: "position" (its --PONO: subtract the exemplar feature's per-position channel mean
+        from both maps, which must then share a size), "spatial" (the exemplar's per-channel
+        spatial mean) or None;
+    then each position's channel vector is L2-normalised (x / (|x| + float eps));
+    d_ij = 1 - cos(generated_i, exemplar_j); d~_ij = d_ij / (min_k d_ik + eps);
+    A_ij = softmax_j((1 - d~_ij) / bandwidth); CX = mean over generated positions i of
+    max_j A_ij; loss = -log(CX). The exemplar features are detached."""
+    x, y = generated, exemplar.detach()
     if x.dim() != 4 or y.dim() != 4 or x.shape[:2] != y.shape[:2]:
-        raise ValueError(f"contextual_loss expects (N, C, H, W) tensors with equal N, C; "
-                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
-    y = y.detach()
-    n, c = x.shape[:2]
-    mu = y.mean(dim=(2, 3), keepdim=True)
-    xf = F.normalize((x - mu).reshape(n, c, -1), dim=1)
-    yf = F.normalize((y - mu).reshape(n, c, -1), dim=1)
-    d = 1.0 - torch.bmm(xf.transpose(1, 2), yf)                      # (N, Px, Py)
+        raise ValueError(f"contextual_loss expects (B, C, H, W) maps with equal B, C; got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    if center == "position":
+        if x.shape != y.shape:
+            raise ValueError(f"contextual_loss: center='position' needs maps of one size, got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)}")
+        mu = y.mean(dim=1, keepdim=True)
+        x, y = x - mu, y - mu
+    elif center == "spatial":
+        mu = y.mean(dim=(2, 3), keepdim=True)
+        x, y = x - mu, y - mu
+    elif center is not None:
+        raise ValueError(f"contextual_loss: center must be 'position', 'spatial' or None, got {center!r}")
+    tiny = torch.finfo(torch.float64).eps        # the code's sys.float_info.epsilon
+    B, C = x.shape[:2]
+    xf = x.reshape(B, C, -1)
+    yf = y.reshape(B, C, -1)
+    xf = xf / (xf.norm(dim=1, keepdim=True) + tiny)
+    yf = yf / (yf.norm(dim=1, keepdim=True) + tiny)
+    d = 1.0 - torch.bmm(xf.transpose(1, 2), yf)                      # (B, P_generated, P_exemplar)
     d_tilde = d / (d.min(dim=2, keepdim=True).values + eps)
-    # softmax == exp((1 - d~)/h) / sum exp(...) but numerically stable.
-    a = torch.softmax((1.0 - d_tilde) / h, dim=2)
-    cx = a.max(dim=1).values.mean(dim=1)                             # (N,)
-    loss = -torch.log(cx + 1e-12)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"unknown reduction {reduction!r}")
+    a = torch.softmax((1.0 - d_tilde) / bandwidth, dim=2)            # = w / sum_j w, without overflow
+    return -torch.log(a.max(dim=2).values.mean(dim=1))
 
 
 def _shrink(f: torch.Tensor, max_positions: Optional[int]) -> torch.Tensor:
@@ -114,16 +120,22 @@ def _shrink(f: torch.Tensor, max_positions: Optional[int]) -> torch.Tensor:
 def contextual_loss_layers(fake: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor],
                            layers: Sequence[str] = CONTEXTUAL_LAYERS,
                            weights: Optional[Sequence[float]] = CONTEXTUAL_WEIGHTS,
-                           h: float = 0.1, max_positions: Optional[int] = None) -> torch.Tensor:
-    """``sum_l w_l * contextual_loss(fake_l, ref_l)`` (CoCosNet Eq. 11).
-
-    ``max_positions``: if set, a layer's features are 2x average-pooled until
-    ``H*W <= max_positions`` (the ``Px x Py`` distance matrix is quadratic).
-    """
+                           pools: Optional[Sequence[int]] = CONTEXTUAL_POOLS, *, bandwidth: float = 0.1,
+                           center: Optional[str] = "position", max_positions: Optional[int] = None) -> torch.Tensor:
+    """sum_l w_l * mean over the batch of contextual_loss(pool_l(fake_l), pool_l(ref_l)): CoCosNet's
+    get_ctx_loss with the defaults (average pooling by `pools`). max_positions: further 2x
+    average pooling of a layer until H*W <= max_positions (the distance matrix is quadratic)."""
     weights = _check_layers(layers, weights)
+    pools = [1] * len(layers) if pools is None else list(pools)
+    if len(pools) != len(layers):
+        raise ValueError(f"got {len(pools)} pooling factors for {len(layers)} layers")
     total = None
-    for name, w in zip(layers, weights):
-        term = w * contextual_loss(_shrink(fake[name], max_positions), _shrink(ref[name], max_positions), h=h)
+    for name, w, k in zip(layers, weights, pools):
+        f, r = fake[name], ref[name]
+        if k > 1:
+            f, r = F.avg_pool2d(f, k), F.avg_pool2d(r, k)
+        term = w * contextual_loss(_shrink(f, max_positions), _shrink(r, max_positions), bandwidth=bandwidth,
+                                   center=center).mean()
         total = term if total is None else total + term
     return total
 
@@ -138,7 +150,8 @@ class VGGLoss(nn.Module):
       L1 on relu1_2..relu5_2 with weights 1/32, 1/16, 1/8, 1/4, 1.
     * ``perceptual(fake, real)``: Eq. 10, L1 on relu4_2 (configurable).
     * ``style(fake, real)``: Gram-matrix loss on relu{1..5}_1.
-    * ``contextual(fake, ref)``: Eq. 11 on relu2_2..relu5_2, ``h = 0.1``.
+    * ``contextual(fake, ref)``: Eq. 11 as CoCosNet's code computes it (see
+      `contextual_loss_layers`), ``bandwidth = 0.1``, position centring.
     * ``features(x, layers)``: the raw activations.
     """
 
@@ -151,7 +164,9 @@ class VGGLoss(nn.Module):
                  style_weights: Optional[Sequence[float]] = None,
                  cx_layers: Sequence[str] = CONTEXTUAL_LAYERS,
                  cx_weights: Sequence[float] = CONTEXTUAL_WEIGHTS,
-                 cx_h: float = 0.1, cx_max_positions: Optional[int] = None) -> None:
+                 cx_pools: Sequence[int] = CONTEXTUAL_POOLS,
+                 cx_h: float = 0.1, cx_center: Optional[str] = "position",
+                 cx_max_positions: Optional[int] = None) -> None:
         super().__init__()
         self.vgg = vgg if vgg is not None else load_vgg19()
         self.vgg.eval()
@@ -163,7 +178,8 @@ class VGGLoss(nn.Module):
         self.style_layers = tuple(style_layers)
         self.style_weights = tuple(_check_layers(style_layers, style_weights))
         self.cx_layers, self.cx_weights = tuple(cx_layers), tuple(_check_layers(cx_layers, cx_weights))
-        self.cx_h, self.cx_max_positions = cx_h, cx_max_positions
+        self.cx_pools = tuple(cx_pools)
+        self.cx_h, self.cx_center, self.cx_max_positions = cx_h, cx_center, cx_max_positions
 
     def train(self, mode: bool = True) -> "VGGLoss":
         super().train(mode)
@@ -189,8 +205,9 @@ class VGGLoss(nn.Module):
         return style_loss(*self._pair(fake, real, self.style_layers), self.style_layers, self.style_weights)
 
     def contextual(self, fake: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return contextual_loss_layers(*self._pair(fake, ref, self.cx_layers), self.cx_layers,
-                                      self.cx_weights, h=self.cx_h, max_positions=self.cx_max_positions)
+        return contextual_loss_layers(*self._pair(fake, ref, self.cx_layers), self.cx_layers, self.cx_weights,
+                                      self.cx_pools, bandwidth=self.cx_h, center=self.cx_center,
+                                      max_positions=self.cx_max_positions)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return self.feature_matching(fake, real)

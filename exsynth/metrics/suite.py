@@ -60,11 +60,13 @@ class MetricSuite:
         self._stats = {"real": GaussianStats(), "fake": GaussianStats()}
         self._bank = {"real": FeatureBank(), "fake": FeatureBank()}
         self._swd = SlicedWasserstein(seed) if swd else None
-        self._per_image: Dict[str, List[torch.Tensor]] = {}
+        # per-image scores as Python floats: small tensors kept alive across batches pin glibc's
+        # heap under the large per-batch temporaries (RSS grew ~40 MiB per 1,000 images)
+        self._per_image: Dict[str, List[float]] = {}
         self.counts = {"real": 0, "fake": 0, "pairs": 0, "style": 0, "style_no_shared_class": 0}
 
     def _keep(self, name: str, values: torch.Tensor) -> None:
-        self._per_image.setdefault(name, []).append(values.detach().float().cpu())
+        self._per_image.setdefault(name, []).extend(values.detach().double().cpu().tolist())
 
     def _distribution(self, which: str, images: torch.Tensor) -> None:
         self.counts[which] += images.shape[0]
@@ -111,10 +113,9 @@ class MetricSuite:
 
     def compute(self) -> Dict[str, float]:
         out: Dict[str, float] = {}
-        for name, parts in self._per_image.items():
-            v = torch.cat(parts)
-            if v.numel():
-                out[name] = float(v.double().mean())
+        for name, values in self._per_image.items():
+            if values:
+                out[name] = math.fsum(values) / len(values)
         if self._swd is not None and self.counts["real"] and self.counts["fake"]:
             out.update(self._swd.compute())
         if self.inception is not None and self.counts["real"] >= 2 and self.counts["fake"] >= 2:

@@ -63,6 +63,9 @@ class CoCosNetConfig:
         which works where a class has a typical look (sky is blue); where appearance says
         nothing about the class (the synthetic set draws a fresh style per sample) the
         exemplar's segmentation is the only way to tell its regions apart.
+    perceptual_layer: the layer of the perceptual loss (an MSE, as the code; its
+        which_perceptual: relu5_2 is its default and ADE20k's, relu4_2 the CelebA-HQ and
+        DeepFashion commands').
     """
 
     label_channels: int
@@ -79,6 +82,7 @@ class CoCosNetConfig:
     use_spectral_norm: bool = True
     adaptor_downsample: int = 2
     exemplar_label_input: bool = False
+    perceptual_layer: str = "relu5_2"
 
     def __post_init__(self):
         if self.adaptor_downsample not in (0, 1, 2):
@@ -268,20 +272,35 @@ class CoCosNet(nn.Module):
 
 # ---- training objective (Eq. 8-14) -------------------------------------------------------------
 
-class CoCosNetObjective(Objective):
-    """CoCosNet Eq. 8-14: VGG feature matching / perceptual / contextual, domain alignment,
-    cycle L_reg, hinge GAN + GAN feature matching; plus an L1 on the output, the warp-self
-    L1 (warped exemplar vs. the downsampled ground truth, the released code's
-    `weight_warp_self`) and the mask warm-up (the exemplar's one-hot label warped with the
-    same correspondence, cross-entropy against the input label; applied for the TrainConfig's
-    `mask_warmup_steps` steps, always when None).
+def _feature_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Each position's channel vector over its L2 norm (the code's util.feature_normalize)."""
+    return x / (x.norm(dim=1, keepdim=True) + torch.finfo(torch.float64).eps)
 
-    Paper weights: feature matching 10, perceptual 0.001, contextual 1, domain 10, cycle
-    L_reg 1, hinge GAN 1 + GAN feature matching 10; warp-self and mask warm-up 0."""
+
+class CoCosNetObjective(Objective):
+    """CoCosNet Eq. 8-14 as its released code computes them (`pix2pix_model.py`):
+    feat: VGG feature matching relu1_2..relu5_2 (weights 1/32..1), on the self-exemplar
+        samples only when the batch flags them (the code's sample weights, `self_ref`);
+    perc: MSE on `perceptual_layer` (the model option);
+    context: `exsynth.losses.contextual_loss_layers`, the code's get_ctx_loss (forward
+        direction, position centring, relu3_2 pooled 2x / relu4_2 / relu5_2 weighted 2/4/8);
+    domain: L1 between the channel-normalised adaptor features of the label and of the
+        ground-truth photo (its feature_normalize);
+    reg: the cycle L1 of the twice-warped exemplar; adv / gan_feat: hinge GAN and the
+        discriminator feature matching summed over layers (averaged over scales);
+    plus an L1 on the output (off), the warp-self L1 (the code's warp_self_w, self-exemplars
+    only when flagged) and the mask warm-up (the exemplar's one-hot label warped with the same
+    correspondence, cross-entropy against the input label, for `mask_warmup_steps`).
+
+    Default weights are the code's effective ones: feat = lambda_vgg 10 x fm_ratio 1, perc 0.01
+    (weight_perceptual; the CelebA-HQ / DeepFashion commands use 0.001), context =
+    lambda_vgg 10 x ctx_w 1, domain 10 (weight_novgg_featpair), reg 1, adv = weight_gan 10,
+    gan_feat = lambda_feat 10; warp-self and the mask off (their commands set them)."""
 
     loss_names = ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat")
-    default_weights = dict(l1=0.0, feat=10.0, perc=0.001, context=1.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
-                           adv=1.0, gan_feat=10.0)
+    default_weights = dict(l1=0.0, feat=10.0, perc=0.01, context=10.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
+                           adv=10.0, gan_feat=10.0)
+    gan_feat_sum_layers = True
     ddp_find_unused_parameters = False  # every step runs both adaptors and the whole translation net
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
@@ -294,12 +313,29 @@ class CoCosNetObjective(Objective):
         terms = {}
         if self.on("l1"):
             terms["l1"] = F.l1_loss(fake, image)
-        self.vgg_terms(terms, fake, image)
+        self_ref = batch.get("self_ref") if self.supervision == "pair" else None
+        if self.vgg is not None and (self.on("feat") or self.on("perc")):
+            layers = tuple(dict.fromkeys(self.vgg.fm_layers + (self.model.cfg.perceptual_layer,)))
+            ff = self.vgg.features(fake, layers)
+            with torch.no_grad():
+                fr = self.vgg.features(image, layers)
+            if self.on("feat"):
+                if self_ref is not None:   # the code's weighted_l1_loss with self_ref / sum(self_ref)
+                    w = self_ref.to(fake.dtype).view(-1, 1, 1, 1)
+                    w = w / (w.sum() + 1e-5)
+                    terms["feat"] = sum(lw * ((ff[n] - fr[n]).abs() * w).mean()
+                                        for n, lw in zip(self.vgg.fm_layers, self.vgg.fm_weights))
+                else:
+                    terms["feat"] = sum(lw * F.l1_loss(ff[n], fr[n]) for n, lw in zip(self.vgg.fm_layers,
+                                                                                       self.vgg.fm_weights))
+            if self.on("perc"):
+                n = self.model.cfg.perceptual_layer
+                terms["perc"] = F.mse_loss(ff[n], fr[n])
         if self.vgg is not None and self.on("context"):
             terms["context"] = self.vgg.contextual(fake, exemplar)
         if self.on("domain"):
             xa, yb = self.model.align_features(label, image, label)
-            terms["domain"] = F.l1_loss(xa, yb)
+            terms["domain"] = F.l1_loss(_feature_normalize(xa), _feature_normalize(yb))
         if self.on("reg"):
             terms["reg"] = F.l1_loss(out["cycle"], out["exemplar_small"])
         size = out["warped"].shape[-2:]

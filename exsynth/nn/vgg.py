@@ -5,6 +5,12 @@ torchvision's ``vgg19().features`` indexing: a torchvision ``vgg19`` state dict
 (``features.N.weight`` / ``features.N.bias``) loads directly, and so does
 CoCosNet's ``vgg19_conv.pth`` (``conv1_1.weight`` ... ``conv5_4.bias``).
 
+The two formats expect different input, and `load_vgg19` sets the one its file
+needs (`VGG19Features.input_format`): torchvision weights take RGB in [0, 1]
+normalised by the ImageNet mean / std; CoCosNet's (caffe-converted) weights
+take BGR x 255 minus the BGR mean, CoCosNet's `util.vgg_preprocess` with
+`--vgg_normal_correct` ([-1, 1] mapped to [0, 1] first).
+
 Weights are never downloaded. Pass a local file to :func:`load_vgg19`; without
 one a random-init network is returned and a warning is issued (once).
 """
@@ -26,6 +32,8 @@ _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+# CoCosNet's util.vgg_preprocess: BGR channel means in [0, 1] (103.939, 116.779, 123.68 / 255)
+_CAFFE_BGR_MEAN = (0.40760392, 0.45795686, 0.48501961)
 
 
 def _layout() -> Tuple[List[int], Dict[str, int], Dict[int, str]]:
@@ -77,6 +85,8 @@ class VGG19Features(nn.Module):
         self.features = nn.Sequential(*mods)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("caffe_bgr_mean", torch.tensor(_CAFFE_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.input_format = "torchvision"   # load_vgg19 sets "caffe" for CoCosNet's vgg19_conv.pth
 
     @staticmethod
     def layer_index(name: str) -> int:
@@ -88,8 +98,13 @@ class VGG19Features(nn.Module):
             ) from None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[-1, 1]`` images to ImageNet-normalised input."""
-        return ((x + 1.0) * 0.5 - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        """Map ``[-1, 1]`` images to the input the loaded weights expect (`input_format`):
+        "torchvision": RGB in [0, 1] normalised by the ImageNet mean / std; "caffe": CoCosNet's
+        vgg_preprocess, (BGR in [0, 1] - BGR mean) x 255."""
+        x01 = (x + 1.0) * 0.5
+        if self.input_format == "caffe":
+            return (x01.flip(1) - self.caffe_bgr_mean.to(x.dtype)) * 255.0
+        return (x01 - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor, layers: Iterable[str] = DEFAULT_LAYERS) -> Dict[str, torch.Tensor]:
         if isinstance(layers, str):
@@ -132,8 +147,10 @@ def _warn_random_init() -> None:
     )
 
 
-def _convert_state_dict(sd: Dict[str, torch.Tensor], *, strict: bool, source: str) -> "OrderedDict[str, torch.Tensor]":
-    """Return a ``features.N.*`` state dict from a torchvision or CoCosNet one."""
+def _convert_state_dict(sd: Dict[str, torch.Tensor], *, strict: bool, source: str
+                        ) -> Tuple["OrderedDict[str, torch.Tensor]", str]:
+    """(a ``features.N.*`` state dict, the input format "torchvision" | "caffe") from a
+    torchvision or CoCosNet one."""
     if not isinstance(sd, dict) or not sd:
         raise ValueError(f"{source}: expected a non-empty state dict (mapping of name -> tensor), "
                          f"got {type(sd).__name__}")
@@ -170,7 +187,7 @@ def _convert_state_dict(sd: Dict[str, torch.Tensor], *, strict: bool, source: st
         raise ValueError(f"{source} ({fmt} format): no VGG19 conv weights found")
     if missing:
         warnings.warn(f"{source}: {len(missing)} VGG19 tensors missing, left random-init: {missing[:4]}")
-    return out
+    return out, ("caffe" if fmt.startswith("CoCosNet") else "torchvision")
 
 
 def load_vgg19(path: Optional[str] = None, *, strict: bool = True) -> VGG19Features:
@@ -178,8 +195,9 @@ def load_vgg19(path: Optional[str] = None, *, strict: bool = True) -> VGG19Featu
 
     ``path``: a local ``torch.save``d state dict, either torchvision's ``vgg19``
     (``features.N.*``; ``classifier.*`` keys are ignored) or CoCosNet's
-    ``vgg19_conv.pth`` (``conv{b}_{i}.weight/bias``). A ``module.`` prefix is
-    stripped. With ``strict=True`` missing or unexpected (non-classifier) keys
+    ``vgg19_conv.pth`` (``conv{b}_{i}.weight/bias``), each with its own input
+    preprocessing (``input_format``: ImageNet mean/std for torchvision's, caffe BGR x 255
+    for CoCosNet's). A ``module.`` prefix is stripped. With ``strict=True`` missing or unexpected (non-classifier) keys
     raise ``ValueError``; with ``strict=False`` they are tolerated (missing
     tensors stay random-init, with a warning). Shape mismatches and unknown
     formats always raise ``ValueError``; a missing file raises
@@ -201,7 +219,7 @@ def load_vgg19(path: Optional[str] = None, *, strict: bool = True) -> VGG19Featu
             raise ValueError(f"{path}: could not read VGG19 weights with torch.load: {e}") from e
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
-        sd = _convert_state_dict(sd, strict=strict, source=path)
+        sd, net.input_format = _convert_state_dict(sd, strict=strict, source=path)
         own = net.state_dict()
         for k, v in sd.items():
             if not isinstance(v, torch.Tensor):

@@ -77,6 +77,8 @@ class TrainConfig:
         exemplars, else the model's unpaired mode. A model supports a subset.
     blind: train an exemplar-blind baseline (exemplar and its label replaced by zeros).
     vgg: VGG19 weights file for the perceptual losses (and a model's VGG encoder).
+    allow_random_vgg: train VGG-based loss terms with a random-init VGG19 when no vgg file is
+        given (for tests; without it such a run is refused).
     max_minutes: stop (and checkpoint) once this much training time has passed in one call
         (a resumed run gets the limit afresh).
     mask_warmup_steps: steps a warm-up loss (the correspondence mask loss) is applied for;
@@ -112,6 +114,7 @@ class TrainConfig:
     supervision: str = "auto"
     blind: bool = False
     vgg: Optional[str] = None
+    allow_random_vgg: bool = False
     mask_warmup_steps: Optional[int] = None
     attn_pretrain_steps: int = 0
     disc_width: int = 64
@@ -201,7 +204,7 @@ class TrainConfig:
 
 
 # Fields a resumed run may change (everything else must match the checkpoint's run).
-RESUMABLE_FIELDS = ("steps", "max_minutes", "checkpoint_every", "log_every", "image_every", "num_workers",
+RESUMABLE_FIELDS = ("steps", "max_minutes", "checkpoint_every", "log_every", "image_every", "num_workers", "allow_random_vgg",
                     "device", "out")
 
 
