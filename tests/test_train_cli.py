@@ -534,3 +534,17 @@ def test_resize_image_matches_read_with_resize(tmp_path):
     for size in [(32, 32), (64, 48), (40, 52)]:
         assert torch.equal(resize_image(read_image(tmp_path / "a.png"), size),
                            read_image(tmp_path / "a.png", size, resize=True))
+
+
+def test_linear_lr_decay_over_the_last_steps_and_on_resume(tmp_path):
+    """lr_decay_steps: constant, then linear to 0 over the run's last steps (the papers' code's
+    niter / niter_decay); the rate is a function of the step, so a resumed run continues it."""
+    cfg = tiny_cfg(tmp_path, steps=4, lr_decay_steps=2)
+    assert [cfg.lr_factor(s) for s in range(4)] == [1.0, 1.0, 1.0, 0.5]
+    tr = Trainer(cfg, quiet=True)
+    tr.run()
+    for key, opt in tr.optimizers.items():
+        base = cfg.lr_g if tr.roles[key] == "g" else cfg.lr_d
+        assert opt.param_groups[0]["lr"] == pytest.approx(base * 0.5)     # the rate of the last step (3)
+    with pytest.raises(ValueError, match="lr_decay_steps must be None or 1..steps \\(4\\), got 5"):
+        tiny_cfg(tmp_path, steps=4, lr_decay_steps=5)

@@ -67,6 +67,8 @@ class TrainConfig:
         same thing on any number of processes.
     steps: optimiser steps to train to.
     lr_g, lr_d: Adam learning rates of the generator and the discriminator(s).
+    lr_decay_steps: the last this many steps of the run decay both rates linearly to 0 (the
+        papers' code: niter epochs constant, niter_decay epochs linear); None: constant.
     betas: Adam betas.
     amp: mixed precision (bf16 autocast on a CPU, fp16 + GradScaler on CUDA).
     device: "auto" (CUDA when available; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N.
@@ -107,6 +109,7 @@ class TrainConfig:
     max_minutes: Optional[float] = None
     lr_g: float = 1e-4
     lr_d: float = 4e-4
+    lr_decay_steps: Optional[int] = None
     betas: Tuple[float, float] = (0.0, 0.999)
     amp: bool = False
     device: str = "auto"
@@ -158,8 +161,19 @@ class TrainConfig:
             raise ValueError(f"attn_pretrain_steps must be >= 0, got {self.attn_pretrain_steps}")
         if int(self.num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lr_decay_steps is not None and not 1 <= int(self.lr_decay_steps) <= int(self.steps):
+            raise ValueError(f"lr_decay_steps must be None or 1..steps ({self.steps}), got {self.lr_decay_steps}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier at `step` (0-based, before the step is taken)."""
+        if not self.lr_decay_steps:
+            return 1.0
+        start = self.steps - int(self.lr_decay_steps)
+        if step < start:
+            return 1.0
+        return max(0.0, 1.0 - (step - start) / float(self.lr_decay_steps))
 
     def source_name(self) -> str:
         if self.dataset is not None:

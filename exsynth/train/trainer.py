@@ -326,9 +326,20 @@ class Trainer:
             if self.roles[key] == role:
                 opt.zero_grad(set_to_none=True)
 
+    def _set_learning_rates(self) -> None:
+        """This step's learning rates: constant, then (lr_decay_steps set) linear to 0 over the
+        last lr_decay_steps of the run, as the papers' code decays over niter_decay epochs. A
+        function of the step alone, so a resumed run continues the same schedule."""
+        f = self.cfg.lr_factor(self.step)
+        for key, opt in self.optimizers.items():
+            base = self.cfg.lr_g if self.roles[key] == "g" else self.cfg.lr_d
+            for group in opt.param_groups:
+                group["lr"] = base * f
+
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
         batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                  for k, v in batch.items()}
+        self._set_learning_rates()
         gen = self._generator()
         self.model.train()
         logs: Dict[str, float] = {}
