@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from exsynth import cli
 from exsynth.checkpoint import load_generator, save_checkpoint
+from exsynth.losses import tv_loss
 from exsynth.models.segin import (SEGIN, SEGINConfig, SEGINDiscriminator, auxiliary_from_photo, auxiliary_from_warp,
-                                  block_copy, tv_loss)
+                                  block_copy)
 from exsynth.nn.blocks import NonLocalBlock2D
 
 TINY = dict(label_channels=1, width=4, downsamples=3, match_layer="relu3_1")
@@ -207,3 +208,14 @@ def test_edges2photos_layout_and_training(tmp_path, capsys):
                      "width=4", "--option", "downsamples=2", "--option", "match_layer=relu3_1", "--disc-width", "4",
                      "--loss", "feat=0"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+
+
+def test_tv_forms():
+    x = torch.zeros(2, 1, 3, 3)
+    x[:, :, 1, 1] = 1.0
+    # isotropic: pixels (0,1) and (1,0) differ by 1 in one direction, (1,1) by 1 in both: (1 + 1 + 2**0.5) / 4
+    # (the sqrt holds 1e-8 against a NaN gradient at 0: the flat position adds 1e-4 / 4)
+    assert tv_loss(x, "isotropic").item() == pytest.approx((2 + 2 ** 0.5 + 1e-4) / 4, rel=1e-6)
+    # squared: per image 2 vertical and 2 horizontal unit steps over 6 / 6 differences, x 2 / B
+    assert tv_loss(x, "squared").item() == pytest.approx(2 * (2 * 2 / 6 + 2 * 2 / 6) / 2, rel=1e-6)
+    assert tv_loss(x).item() == pytest.approx(4 / 12 + 4 / 12, rel=1e-6)

@@ -107,10 +107,23 @@ def gan_feature_matching_loss(fake_out: DOutput, real_out: DOutput, include_last
     return sum(per_scale) / len(per_scale)
 
 
-def tv_loss(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation: ``mean|x[..., 1:, :] - x[..., :-1, :]| + mean|x[..., 1:] - x[..., :-1]|``."""
+def tv_loss(x: torch.Tensor, form: str = "l1") -> torch.Tensor:
+    """Total variation of (..., H, W) images:
+    "l1": anisotropic, mean|x[..., 1:, :] - x[..., :-1, :]| + mean|x[..., 1:] - x[..., :-1]|;
+    "isotropic": mean over pixels of sqrt(dh^2 + dw^2) (SEGIN's Eq. 8);
+    "squared": 2 (sum dh^2 / count_h + sum dw^2 / count_w) / B, SEGIN's code (counts per image)."""
     if x.dim() < 2:
         raise ValueError("tv_loss expects a tensor with at least 2 (spatial) dims")
+    if form == "isotropic":
+        dh, dw = x[..., 1:, :-1] - x[..., :-1, :-1], x[..., :-1, 1:] - x[..., :-1, :-1]
+        return torch.sqrt(dh ** 2 + dw ** 2 + 1e-8).mean()
+    if form == "squared":
+        per = x[0] if x.dim() == 4 else x
+        h = (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum() / max(per[..., 1:, :].numel(), 1)
+        w = (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum() / max(per[..., :, 1:].numel(), 1)
+        return 2 * (h + w) / (x.shape[0] if x.dim() == 4 else 1)
+    if form != "l1":
+        raise ValueError(f"tv_loss: form must be 'l1', 'isotropic' or 'squared', got {form!r}")
     dh = (x[..., 1:, :] - x[..., :-1, :]).abs()
     dw = (x[..., :, 1:] - x[..., :, :-1]).abs()
     zero = x.new_zeros(())

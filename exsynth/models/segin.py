@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..losses.gan import tv_loss
 from ..losses.objective import Objective
 from ..nn.blocks import NonLocalBlock2D
 from ..ops import correlation_match
@@ -367,65 +368,56 @@ def _paste(dst: torch.Tensor, src: torch.Tensor, cy: int, cx: int, p: int) -> No
         dst[:, ya:yb, xa:xb] = src[:, ya - y0:yb - y0, xa - x0:xb - x0]
 
 
+def _patches_and_holes(src: torch.Tensor, gen: torch.Generator, *, patches: int, centre: Tuple[float, float],
+                       copies: Tuple[int, int], offset, holes: int, hole_centre: Tuple[float, float]) -> torch.Tensor:
+    """The code's auxiliary-image recipe in 256-px units scaled to the image: `patches` patches
+    of half-size U[30, 35) centred U[centre)^2, each pasted U[copies) times at offset(gen, j, s)
+    (dy, dx, transposed) from its place, then `holes` white holes of one half-size U[15, 20)
+    per batch centred U[hole_centre)^2."""
+    out = src.clone()
+    B, _, H, W = src.shape
+    s = min(H, W) / 256.0
+    hole = _u(gen, 15 * s, 20 * s)                       # one hole size per batch, as the code
+    white = torch.ones(3, 2 * hole, 2 * hole, dtype=out.dtype, device=out.device)
+    for b in range(B):
+        for _ in range(patches):
+            p = _u(gen, 30 * s, 35 * s)
+            cy, cx = _u(gen, centre[0] * s, centre[1] * s), _u(gen, centre[0] * s, centre[1] * s)
+            patch = src[b, :, max(cy - p, 0):cy + p, max(cx - p, 0):cx + p]
+            if patch.shape[-2:] != (2 * p, 2 * p):
+                continue
+            for j in range(_u(gen, *copies)):
+                dy, dx, transposed = offset(gen, j, s)
+                _paste(out[b], patch, *((cx + dx, cy + dy) if transposed else (cy + dy, cx + dx)), p)
+        for _ in range(holes):
+            _paste(out[b], white, _u(gen, hole_centre[0] * s, hole_centre[1] * s),
+                   _u(gen, hole_centre[0] * s, hole_centre[1] * s), hole)
+    return out
+
+
+_PHOTO_OFFSETS = (6, 7, 8, 9, -10, -9, -8, -7)
+
+
 def auxiliary_from_photo(photo: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Fig. 4's auxiliary image from the ground truth itself (the code's 75 % branch), geometry
     in 256-px units scaled to the image: 25 patches of half-size U[30, 35) centred U[50, 200)^2,
     each pasted U[5, 20) times at offsets from {6..9, -10..-7} (every 5th copy at the transposed
     location), then 17 white holes of half-size U[15, 20) centred U[60, 195)^2."""
-    out = photo.clone()
-    B, _, H, W = photo.shape
-    s = min(H, W) / 256.0
-    offsets = [6, 7, 8, 9, -10, -9, -8, -7]
-    hole = _u(gen, 15 * s, 20 * s)                       # one hole size per batch, as the code
-    for b in range(B):
-        for _ in range(25):
-            p = _u(gen, 30 * s, 35 * s)
-            cy, cx = _u(gen, 50 * s, 200 * s), _u(gen, 50 * s, 200 * s)
-            patch = photo[b, :, max(cy - p, 0):cy + p, max(cx - p, 0):cx + p]
-            if patch.shape[-2:] != (2 * p, 2 * p):
-                continue
-            for j in range(_u(gen, 5, 20)):
-                dy = round(offsets[int(torch.randint(8, (1,), generator=gen))] * s)
-                dx = round(offsets[int(torch.randint(8, (1,), generator=gen))] * s)
-                ty, tx = (cx + dx, cy + dy) if j % 5 == 0 else (cy + dy, cx + dx)
-                _paste(out[b], patch, ty, tx, p)
-        for _ in range(17):
-            cy, cx = _u(gen, 60 * s, 195 * s), _u(gen, 60 * s, 195 * s)
-            _paste(out[b], torch.ones(3, 2 * hole, 2 * hole, dtype=out.dtype, device=out.device), cy, cx, hole)
-    return out
+    def offset(g, j, s):
+        pick = torch.randint(8, (2,), generator=g)
+        return round(_PHOTO_OFFSETS[int(pick[0])] * s), round(_PHOTO_OFFSETS[int(pick[1])] * s), j % 5 == 0
+    return _patches_and_holes(photo, gen, patches=25, centre=(50, 200), copies=(5, 20), offset=offset, holes=17,
+                              hole_centre=(60, 195))
 
 
 def auxiliary_from_warp(warp: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The code's 25 % branch: the semantic match W(x, y), then 20 patches (half-size U[30, 35),
     centres U[50, 210)^2) pasted U[0, 10) times at offsets U[-10, 10)^2, and 10 white holes
     (half-size U[15, 20), centres U[35, 220)^2); 256-px units scaled to the image."""
-    out = warp.clone()
-    B, _, H, W = warp.shape
-    s = min(H, W) / 256.0
-    hole = _u(gen, 15 * s, 20 * s)
-    for b in range(B):
-        for _ in range(20):
-            p = _u(gen, 30 * s, 35 * s)
-            cy, cx = _u(gen, 50 * s, 210 * s), _u(gen, 50 * s, 210 * s)
-            patch = warp[b, :, max(cy - p, 0):cy + p, max(cx - p, 0):cx + p]
-            if patch.shape[-2:] != (2 * p, 2 * p):
-                continue
-            for _ in range(_u(gen, 0, 10)):
-                _paste(out[b], patch, cy + _u(gen, -10 * s, 10 * s), cx + _u(gen, -10 * s, 10 * s), p)
-        for _ in range(10):
-            cy, cx = _u(gen, 35 * s, 220 * s), _u(gen, 35 * s, 220 * s)
-            _paste(out[b], torch.ones(3, 2 * hole, 2 * hole, dtype=out.dtype, device=out.device), cy, cx, hole)
-    return out
-
-
-def tv_loss(x: torch.Tensor, form: str) -> torch.Tensor:
-    dh, dw = x[:, :, 1:, :-1] - x[:, :, :-1, :-1], x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
-    if form == "isotropic":   # Eq. 8, per pixel, averaged
-        return torch.sqrt(dh ** 2 + dw ** 2 + 1e-8).mean()
-    # the code: 2 * (sum dh^2 / count_h + sum dw^2 / count_w) / B
-    h = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum() / x[0, :, 1:, :].numel()
-    w = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum() / x[0, :, :, 1:].numel()
-    return 2 * (h + w) / x.shape[0]
+    def offset(g, j, s):
+        return _u(g, -10 * s, 10 * s), _u(g, -10 * s, 10 * s), False
+    return _patches_and_holes(warp, gen, patches=20, centre=(50, 210), copies=(0, 10), offset=offset, holes=10,
+                              hole_centre=(35, 220))
 
 
 class SEGINObjective(Objective):
