@@ -195,7 +195,7 @@ def test_ddp_iterable_source_running_out_on_one_rank_stops_all(tmp_path):
     exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     launcher = [exe] if Path(exe).exists() else [sys.executable, "-m", "torch.distributed.run"]
     cmd = launcher + ["--standalone", "--nproc_per_node=2", str(tmp_path / "my_launch.py"), "train",
-                      "--dataset", "uneven", "--data", "none", "--option", "width=4", "--option", "num_up=2",
+                      "--allow-random-vgg", "--dataset", "uneven", "--data", "none", "--option", "width=4", "--option", "num_up=2",
                       "--option", "max_mult=2", "--option", "adaptor_downsample=1", "--supervision", "pseudo"] \
         + TRAIN[:2] + ["--num-classes", "4", "--batch-size", "2", "--steps", "10", "--threads", "1",
                        "--out", str(tmp_path / "r"), "--quiet"]
