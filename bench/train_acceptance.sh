@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Issue 5 acceptance: each model trains for at most 10 minutes on this CPU at 64 px on the
-# synthetic set, then is scored on 200 held-out test samples against the exact ground truth
-# and the exemplar-blind baselines. Logs and JSON land in bench/results/train/.
-# Usage: bash bench/train_acceptance.sh [minutes]   (run on an otherwise idle machine)
+# Each model's CPU preset trains for at most 10 minutes on this CPU at 64 px on the synthetic
+# set (its own view: class maps, or class boundaries for SEGIN), then is scored on 200 held-out
+# test samples against the exact ground truth and the exemplar-blind baselines; then one table
+# of every run (python -m bench models). Logs and JSON land in bench/results/train/.
+# Usage: [MODELS="cocosnet msca segin"] bash bench/train_acceptance.sh [minutes]
+#        (run on an otherwise idle machine)
 set -euo pipefail
 MIN=${1:-10}
 RES=bench/results/train
 RUNS=${RUNS:-runs}
 mkdir -p "$RES"
-for m in cocosnet msca; do
+MODELS=${MODELS:-"cocosnet msca segin"}
+for m in $MODELS; do
   exsynth train --preset ${m}-cpu64 --max-minutes "$MIN" --out "$RUNS/${m}64" \
     2> "$RES/${m}64_train.log" | tee "$RES/${m}64_summary.json"
   exsynth eval --checkpoint "$RUNS/${m}64/checkpoints/latest.pt" --length 200 \
@@ -21,3 +24,8 @@ env = dict(python=platform.python_version(), torch=torch.__version__, threads=to
            cpu=platform.processor() or platform.machine())
 json.dump(env, open(f"{res}/environment.json", "w"), indent=2)
 PY
+runs=""
+for m in cocosnet msca segin; do
+  if [ -f "$RUNS/${m}64/checkpoints/latest.pt" ]; then runs="$runs $RUNS/${m}64"; fi
+done
+python -m bench models --runs $runs --out bench/results/models.json | tee "$RES/models.txt"

@@ -292,13 +292,15 @@ class CoCosNetObjective(Objective):
     only when flagged) and the mask warm-up (the exemplar's one-hot label warped with the same
     correspondence, cross-entropy against the input label, for `mask_warmup_steps`).
 
-    Default weights are the code's effective ones: feat = lambda_vgg 10 x fm_ratio 1, perc 0.01
-    (weight_perceptual; the CelebA-HQ / DeepFashion commands use 0.001), context =
-    lambda_vgg 10 x ctx_w 1, domain 10 (weight_novgg_featpair), reg 1, adv = weight_gan 10,
-    gan_feat = lambda_feat 10; warp-self and the mask off (their commands set them)."""
+    Default weights are the code's effective defaults (train_options.py): feat = lambda_vgg 10 x
+    fm_ratio 0.1 (the CelebA-HQ / DeepFashion commands set fm_ratio 1: 10), perc 0.01
+    (weight_perceptual; those commands use 0.001), context = lambda_vgg 10 x ctx_w 1, domain 10
+    (novgg_featpair), adv = weight_gan 10, gan_feat = lambda_feat 10; reg 1 (the paper's L_reg;
+    the code's warp_cycle_w defaults to 0 and its CelebA-HQ commands set 0.1 / 1); warp-self and
+    the mask off (their commands set them)."""
 
     loss_names = ("l1", "feat", "perc", "context", "domain", "reg", "warp", "mask", "adv", "gan_feat")
-    default_weights = dict(l1=0.0, feat=10.0, perc=0.01, context=10.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
+    default_weights = dict(l1=0.0, feat=1.0, perc=0.01, context=10.0, domain=10.0, reg=1.0, warp=0.0, mask=0.0,
                            adv=10.0, gan_feat=10.0)
     gan_feat_sum_layers = True
     ddp_find_unused_parameters = False  # every step runs both adaptors and the whole translation net
