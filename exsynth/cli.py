@@ -215,6 +215,24 @@ def _pairs(args):
     return [(p.stem, p, match(ex, p.stem, "--exemplar"), match(exl, p.stem, "--exemplar-label", (".png", ".npy"))) for p in labels]
 
 
+def _check_channels(src, k: int) -> None:
+    """The checkpoint's label channels must be the data source's count (where it fixes one)."""
+    if src.num_classes is not None and k != src.num_classes:
+        raise UsageError(f"the checkpoint's model has {k} label channels; the {src.name} layout has "
+                         f"{src.channels_text}")
+
+
+def _load_lpips(args, device):
+    """LPIPS from --lpips-lin / --lpips-vgg16, or None when neither is given."""
+    if not (args.lpips_lin or args.lpips_vgg16):
+        return None
+    from exsynth.metrics import LPIPS
+    try:
+        return LPIPS.from_files(args.lpips_vgg16, args.lpips_lin).to(device)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
 def _data_source(name):
     """The registered data source `name`; one error line listing the registered ones otherwise."""
     from exsynth.registry import RegistryError, data_source
@@ -230,6 +248,7 @@ def _synthesize_dataset(args) -> int:
     import torch
 
     from exsynth.checkpoint import size_multiple
+    from exsynth.evaluate import sample_name
     from exsynth.imageio import ImageError, write_image
     from exsynth.inference import synthesize, visuals_of
 
@@ -243,10 +262,7 @@ def _synthesize_dataset(args) -> int:
     if args.warped and "warped" not in visuals_of(model):
         raise UsageError(f"--warped: the {payload['model']} model has no warped picture")
     K = model.cfg.label_channels
-    if src.num_classes is not None and K != src.num_classes:
-        what = "classes" if src.label_kind == "class" else "input channels"
-        raise UsageError(f"the checkpoint's model has {K} label channels; the {src.name} layout has "
-                         f"{src.num_classes} {what}")
+    _check_channels(src, K)
     size = args.size or (payload.get("train_config") or {}).get("size") or 64
     if size % size_multiple(model):
         raise UsageError(f"--size {size}: this model needs a multiple of {size_multiple(model)}")
@@ -258,8 +274,7 @@ def _synthesize_dataset(args) -> int:
     if out.suffix or (out.exists() and not out.is_dir()):
         raise UsageError(f"--out {out}: give a folder with --dataset")
     n = len(ds) if args.limit is None else min(len(ds), args.limit)
-    names = [Path(ds.image_files[i]).stem for i in range(n)] if hasattr(ds, "image_files") else \
-        [f"{i:06d}" for i in range(n)]
+    names = [sample_name(ds, i) for i in range(n)]
     t0 = time.perf_counter()
     for start in range(0, n, args.batch_size):
         try:
@@ -371,7 +386,7 @@ def _eval_source(payload, args):
         root = args.data if args.data is not None else "synthetic"
         name = args.dataset or default_source(root)
     src = _data_source(name)
-    if not src.pairs and not src.exemplars_for(opts):
+    if not src.exemplars_for(opts):
         given = "--dataset" if args.dataset else f"--data {root} (read as --dataset {name})"
         raise UsageError(f"{given}: the {name} data source gives no exemplars to synthesize from"
                          + (" (give it a pair list: --data-option pairs=FILE)" if src.exemplars_with else ""))
@@ -407,8 +422,9 @@ def _progress_printer(what: str, quiet: bool):
     return show
 
 
-def _metric_suite(args, device, dense: bool, seed: int):
-    """MetricSuite from --inception / --vgg (each optional: missing weights skip their metrics)."""
+def _metric_suite(args, device, dense: bool, seed: int, lpips=None):
+    """MetricSuite from --inception / --vgg (each optional: missing weights skip their metrics)
+    and the given LPIPS."""
     from exsynth.metrics import MetricSuite
     from exsynth.nn import load_fid_inception, load_vgg19
     inception = vgg = None
@@ -420,8 +436,8 @@ def _metric_suite(args, device, dense: bool, seed: int):
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         flag = "--inception" if inception is None and args.inception else "--vgg"
         raise UsageError(f"{flag}: {e}") from None
-    return MetricSuite(inception=inception, vgg=vgg, kid=args.kid, swd=not args.no_swd, dense=dense, seed=seed,
-                       device=device)
+    return MetricSuite(inception=inception, vgg=vgg, lpips=lpips, kid=args.kid, swd=not args.no_swd, dense=dense,
+                       seed=seed, device=device)
 
 
 _PAPER_METRICS = (("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("swd", "SWD (x1e3, mean of levels)", "{:.2f}"),
@@ -473,14 +489,7 @@ def _eval_folders(args) -> int:
         if not files:
             raise UsageError(f"{flag} {d}: no images in the folder")
     device = _device(args.device)
-    suite = _metric_suite(args, device, dense=True, seed=args.data_seed or 0)
-    if args.lpips_lin or args.lpips_vgg16:
-        from exsynth.metrics import LPIPS
-        try:
-            suite.lpips = LPIPS.from_files(args.lpips_vgg16, args.lpips_lin).to(device)
-            suite.skipped.pop("lpips", None)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(str(e)) from None
+    suite = _metric_suite(args, device, dense=True, seed=args.data_seed or 0, lpips=_load_lpips(args, device))
     size = (args.size, args.size) if args.size else None
     real_by_stem = {p.stem: p for p in real_files}
     paired = [(f, real_by_stem[f.stem]) for f in fake_files if f.stem in real_by_stem]
@@ -527,7 +536,6 @@ def eval_cmd(args) -> int:
     from exsynth.evaluate import class_mean_colours, evaluate
     from exsynth.checkpoint import size_multiple
     from exsynth.imageio import ImageError
-    from exsynth.metrics import LPIPS
 
     for name in ("length", "batch_size", "class_mean_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -541,12 +549,7 @@ def eval_cmd(args) -> int:
     if not args.checkpoint:
         raise UsageError("give --checkpoint (or --real DIR --fake DIR to score two folders)")
     device = _device(args.device)
-    lpips = None
-    if args.lpips_lin or args.lpips_vgg16:
-        try:
-            lpips = LPIPS.from_files(args.lpips_vgg16, args.lpips_lin).to(device)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(str(e)) from None
+    lpips = _load_lpips(args, device)
     model, payload = _load_generator(args.checkpoint, device)
     baseline = None
     if args.baseline_checkpoint:
@@ -560,8 +563,7 @@ def eval_cmd(args) -> int:
     if size < 16 or size % mult:
         raise UsageError(f"--size {size}: this model needs a multiple of {mult} (and at least 16)")
     k = payload["model_config"]["label_channels"]
-    if src.num_classes is not None and k != src.num_classes:
-        raise UsageError(f"the checkpoint's model has {k} label channels; the {src.name} layout has {src.num_classes}")
+    _check_channels(src, k)
     seed = args.data_seed if args.data_seed is not None else tc.get("data_seed", 0)
     length = args.length if args.length is not None else (200 if src.pairs else None)
     try:
@@ -573,7 +575,7 @@ def eval_cmd(args) -> int:
     except (ValueError, OSError, ImageError) as e:
         raise UsageError(str(e)) from None
     suite = _metric_suite(args, device, dense=src.label_kind == "dense", seed=seed)
-    if lpips is not None:
+    if lpips is not None:   # scored per row by evaluate() itself, not a second time by the suite
         suite.skipped.pop("lpips", None)
     blind = bool(tc.get("blind", False))
     n = len(test) if length is None else min(len(test), length)

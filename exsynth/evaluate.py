@@ -33,8 +33,7 @@ def class_mean_colours(dataset, samples: int = 500) -> Optional[torch.Tensor]:
     return (total / count.clamp_min(1)[:, None]).float()
 
 
-def _batches(dataset, batch_size: int, limit: Optional[int] = None):
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+def _batches(dataset, batch_size: int, n: int):
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         items = [dataset[i] for i in idx]
@@ -81,7 +80,7 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu", b
     model = model.to(device).eval()
     has_warped = "warped" in visuals_of(model)
     total = len(dataset) if limit is None else min(limit, len(dataset))
-    for idx, b in _batches(dataset, batch_size, limit):
+    for idx, b in _batches(dataset, batch_size, total):
         b = {k: v.to(device) for k, v in b.items()}
         label, image, ex, exl = b["label"], b["image"], b["exemplar"], b["exemplar_label"]
         zeros = (torch.zeros_like(ex), torch.zeros_like(exl))

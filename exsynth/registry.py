@@ -169,6 +169,11 @@ class DataSourceSpec:
     def has_exemplars(self) -> bool:
         return self.pairs or self.exemplars
 
+    @property
+    def channels_text(self) -> str:
+        """What `num_classes` counts, for messages: "151 label classes", "15 input channels"."""
+        return f"{self.num_classes} {'label classes' if self.label_kind == 'class' else 'input channels'}"
+
     def exemplars_for(self, options: Optional[Mapping[str, Any]] = None) -> bool:
         """Whether samples built with these data options carry exemplars."""
         if self.exemplars_with is not None and not self.pairs:

@@ -222,10 +222,14 @@ class ADE20kDataset(torch.utils.data.Dataset):
             return None
         name = listed[-1] if (self.train and u < self.opts.hard_reference_probability) else listed[0]
         ref = self.ref_dir / name
+        return self._present(ref, name, f"{ref}: listed as a reference of {img_path.name} but missing (or its label "
+                                        f"is); the image itself is used")
+
+    def _present(self, ref: Path, key, missing: str) -> Optional[Tuple[Path, object]]:
+        """(ref, its label source) when both exist; else None, with the `missing` warning once per key."""
         lab = self._label_of(ref)
         if not ref.is_file() or lab is None:
-            self._warn_once(name, f"{ref}: listed as a reference of {img_path.name} but missing (or its label is); "
-                                  f"the image itself is used")
+            self._warn_once(key, missing)
             return None
         return ref, lab
 

@@ -173,12 +173,8 @@ class DeepFashionDataset(ADE20kDataset):
         if Path(view).parent != Path(key).parent or Path(view).name.split("_")[0] != Path(key).name.split("_")[0]:
             return None
         ref = self.root / view
-        lab = self._label_of(ref)
-        if not ref.is_file() or lab is None:
-            self._warn_once(view, f"{ref}: listed as another view of {key} but missing (or its pose is); the photo "
-                                  f"itself is used")
-            return None
-        return ref, lab
+        return self._present(ref, view, f"{ref}: listed as another view of {key} but missing (or its pose is); the "
+                                        f"photo itself is used")
 
 
 register_data_source(DataSourceSpec(

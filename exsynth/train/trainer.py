@@ -161,8 +161,7 @@ class Trainer:
                              f"does not provide with these options (use one with exemplars, e.g. synthetic, "
                              f"or give it a pair list)")
         if source.num_classes is not None and cfg.num_classes != source.num_classes:
-            what = "label classes" if source.label_kind == "class" else "input channels"
-            raise ValueError(f"num_classes {cfg.num_classes}: the {source.name} layout has {source.num_classes} {what}; "
+            raise ValueError(f"num_classes {cfg.num_classes}: the {source.name} layout has {source.channels_text}; "
                              f"pass --num-classes {source.num_classes} (or leave it out)")
         if cfg.blind and sup not in ("pair", "pseudo"):
             raise ValueError(f"blind: {sup} supervision reconstructs from the image itself; an exemplar-blind "
