@@ -603,9 +603,17 @@ def eval_cmd(args) -> int:
         print(f"output - best exemplar-blind ({labels[best]}): {res['model']['psnr'] - res[best]['psnr']:+.2f} dB")
     print("the papers' metrics (output vs the split's photos):")
     _print_paper_metrics(suite, {k: v for k, v in scores.items() if k not in ("psnr", "ssim", "lpips")})
+    from exsynth.registry import model_spec
+    own = model_spec(payload["model"]).extra_metrics
+    extra = own(payload, test, device, limit=n) if own is not None else {}
+    if extra:
+        print(f"{payload['model']}'s own measurements:")
+        for key, value in extra.items():
+            print(f"  {key:<28}{value:>10.4f}")
     _write_json(args, _eval_record(args, dataset=src.name, split=split, samples=n, size=size, seed=seed,
                                    exact_ground_truth=bool(src.pairs), saved=args.save, format=args.format,
-                                   results=res, scores=scores, skipped=suite.skipped, counts=suite.counts))
+                                   results=res, scores=scores, skipped=suite.skipped, counts=suite.counts,
+                                   model_metrics=extra))
     return 0
 
 

@@ -68,7 +68,8 @@ class TrainConfig:
     steps: optimiser steps to train to.
     lr_g, lr_d: Adam learning rates of the generator and the discriminator(s).
     lr_decay_steps: the last this many steps of the run decay both rates linearly to 0 (the
-        papers' code: niter epochs constant, niter_decay epochs linear); None: constant.
+        papers' code: niter epochs constant, niter_decay epochs linear); a number in (0, 1): that
+        fraction of `steps` (a preset's schedule then follows --steps); None: constant.
     betas: Adam betas.
     amp: mixed precision (bf16 autocast on a CPU, fp16 + GradScaler on CUDA).
     device: "auto" (CUDA when available; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N.
@@ -109,7 +110,7 @@ class TrainConfig:
     max_minutes: Optional[float] = None
     lr_g: float = 1e-4
     lr_d: float = 4e-4
-    lr_decay_steps: Optional[int] = None
+    lr_decay_steps: Optional[float] = None
     betas: Tuple[float, float] = (0.0, 0.999)
     amp: bool = False
     device: str = "auto"
@@ -161,19 +162,29 @@ class TrainConfig:
             raise ValueError(f"attn_pretrain_steps must be >= 0, got {self.attn_pretrain_steps}")
         if int(self.num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.lr_decay_steps is not None and not 1 <= int(self.lr_decay_steps) <= int(self.steps):
-            raise ValueError(f"lr_decay_steps must be None or 1..steps ({self.steps}), got {self.lr_decay_steps}")
+        d = self.lr_decay_steps
+        if d is not None and not (0 < d < 1 or (float(d).is_integer() and 1 <= d <= int(self.steps))):
+            raise ValueError(f"lr_decay_steps must be None, a fraction in (0, 1) or a whole number of steps "
+                             f"1..steps ({self.steps}), got {d}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 
+    def decay_steps(self) -> int:
+        """The steps of the final linear decay (0: none)."""
+        d = self.lr_decay_steps
+        if not d:
+            return 0
+        return max(1, round(d * self.steps)) if d < 1 else int(d)
+
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier at `step` (0-based, before the step is taken)."""
-        if not self.lr_decay_steps:
+        n = self.decay_steps()
+        if not n:
             return 1.0
-        start = self.steps - int(self.lr_decay_steps)
+        start = self.steps - n
         if step < start:
             return 1.0
-        return max(0.0, 1.0 - (step - start) / float(self.lr_decay_steps))
+        return max(0.0, 1.0 - (step - start) / float(n))
 
     def source_name(self) -> str:
         if self.dataset is not None:
