@@ -901,6 +901,9 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--inputs", type=int, default=4)
     p.add_argument("--exemplars", type=int, default=4)
     p.set_defaults(func=demo_cmd)
+
+    from exsynth.video.cli import add_video_parser  # `exsynth video transcode|synth` (imports no PyAV/DALI)
+    add_video_parser(sub)
     return parser
 
 
