@@ -1,0 +1,229 @@
+"""pix2pixSC: the generator's layout, both discriminators, the adaptive loss against hand-computed
+values, the schedule, gradients, one optimiser step, a checkpoint round trip, bad input, the
+synthetic-video pairs' rule, and train / synthesize / eval through the CLI on tiny configurations."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from exsynth import cli
+from exsynth.checkpoint import load_generator, save_checkpoint
+from exsynth.data.synthetic_video import SyntheticVideoDataset, SyntheticVideoOptions, pair_frames, synthetic_clip
+from exsynth.models.pix2pixsc import (GlobalGenerator, Pix2PixSC, Pix2PixSCConfig, Pix2PixSCObjective,
+                                      semantic_consistency_loss)
+from exsynth.registry import DrawIndex
+from exsynth.train import TrainConfig
+
+TINY = dict(label_channels=4, width=4, downsamples=2, blocks=1, disc_layers=2, sc_layers=("relu1_1", "relu2_1"))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_random_vgg():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # random-init VGG19 (no weights are shipped)
+        yield
+
+
+def _batch(B=2, K=4, S=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lab = torch.randint(0, K, (B, S, S), generator=g)
+    oh = torch.nn.functional.one_hot(lab, K).permute(0, 3, 1, 2).float()
+    ex_lab = torch.randint(0, K, (B, S, S), generator=g)
+    ex_oh = torch.nn.functional.one_hot(ex_lab, K).permute(0, 3, 1, 2).float()
+    img = lambda: torch.rand(B, 3, S, S, generator=g) * 2 - 1  # noqa: E731
+    return dict(label=oh, image=img(), photo=img(), exemplar=img(), exemplar_label=ex_oh, consistent=img(),
+                inconsistent=img(), same_style=torch.tensor([1.0, 0.0])[:B])
+
+
+def test_generator_is_pix2pixhds_global_generator():
+    g = GlobalGenerator(33, 3, 64, 4, 9)
+    convs = [m for m in g.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    # c7s1-64, d128, d256, d512, d1024, 9 x R1024 (2 convs each), u512, u256, u128, u64, c7s1-3
+    widths = [m.out_channels for m in convs]
+    assert widths == [64, 128, 256, 512, 1024] + [1024] * 18 + [512, 256, 128, 64, 3]
+    assert convs[0].in_channels == 33 and convs[0].kernel_size == (7, 7) and convs[-1].kernel_size == (7, 7)
+    x = torch.rand(1, 33, 32, 32)
+    assert GlobalGenerator(33, 3, 4, 4, 1)(x).shape == (1, 3, 32, 32)
+
+
+def test_adaptive_loss_matches_hand_computation():
+    torch.manual_seed(0)
+    fake = {"relu1_1": torch.rand(2, 3, 4, 4), "relu2_1": torch.rand(2, 5, 2, 2)}
+    real = {k: torch.rand_like(v) for k, v in fake.items()}
+    same = torch.tensor([1.0, 0.0])
+    d = {k: (fake[k] - real[k]).abs() for k in fake}
+    # paper: consistent sample: sums (weight 1 per element); inconsistent: means (1/M_i)
+    want = 0.5 * (sum(d[k][0].sum() for k in d) + sum(d[k][1].mean() for k in d))
+    torch.testing.assert_close(semantic_consistency_loss(fake, real, same, "paper"), want)
+    # code: (w_HD + 2 same) x mean, w_HD = 1/32, 1/16
+    w = {"relu1_1": 1 / 32, "relu2_1": 1 / 16}
+    want = 0.5 * (sum((w[k] + 2) * d[k][0].mean() for k in d) + sum(w[k] * d[k][1].mean() for k in d))
+    torch.testing.assert_close(semantic_consistency_loss(fake, real, same, "code"), want)
+
+
+def test_schedule_switches_sc_adv_on_after_a_quarter():
+    c = Pix2PixSCConfig(label_channels=3)
+    assert [c.sc_adv_multiplier(s, 100) for s in (0, 24, 25, 99)] == [0.0, 0.0, 1.0, 1.0]
+    ramp = Pix2PixSCConfig(label_channels=3, sc_adv_schedule=((0, 0), (0.5, 0.1), (0.75, 1)))
+    assert [ramp.sc_adv_multiplier(s, 100) for s in (10, 50, 80)] == [0.0, 0.1, 1.0]
+    with pytest.raises(ValueError, match="sc_adv_schedule must start at fraction 0"):
+        Pix2PixSCConfig(label_channels=3, sc_adv_schedule=((0.2, 1.0),))
+
+
+def _objective(tmp_path=None, steps=8, **model_kw):
+    cfg = TrainConfig(model="pix2pixsc", dataset="synthetic-video", size=32, num_classes=4, steps=steps,
+                      disc_width=4, allow_random_vgg=True, out=str(tmp_path or "unused"))
+    torch.manual_seed(0)
+    m = Pix2PixSC(Pix2PixSCConfig(**{**TINY, **model_kw}))
+    return m, Pix2PixSCObjective(m, cfg.loss_weights(), "pair", cfg)
+
+
+def test_gradients_reach_every_parameter_and_each_discriminator():
+    m, obj = _objective()
+    batch = _batch()
+    total, terms, vis = obj.generator_terms(batch, step=7, gen=torch.Generator().manual_seed(0))
+    assert set(terms) == {"adv", "sc_adv", "sc"} and all(torch.isfinite(v) for v in terms.values())
+    total.backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+    assert vis["fake"].shape == (2, 3, 32, 32)
+    obj.discriminators.zero_grad()
+    d_loss, d_terms = obj.discriminator_terms(vis, 7)
+    assert set(d_terms) == {"real", "style"}
+    d_loss.backward()
+    for name, d in obj.discriminators.items():
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters()), name
+    # in the first quarter G has no L_SCAdv term (D_SC still trains)
+    _, early, _ = obj.generator_terms(batch, step=0, gen=torch.Generator().manual_seed(0))
+    assert "sc_adv" not in early
+    # D_SC with labels: [x, image, F(I), I]
+    m2, obj2 = _objective(sc_disc_labels=True)
+    assert obj2.discriminators["d_style"].layers[0][0].in_channels == 6 + 2 * 4
+    t2, _, v2 = obj2.generator_terms(batch, step=7, gen=torch.Generator().manual_seed(0))
+    obj2.discriminator_terms(v2, 7)[0].backward()
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch():
+    m, obj = _objective(sc_loss="code")
+    batch = _batch()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    obj.discriminators.requires_grad_(False)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    before, _, _ = obj.generator_terms(batch, 7, gen())
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after, _, _ = obj.generator_terms(batch, 7, gen())
+    assert after < before
+
+
+def test_without_video_pairs_another_exemplar_is_the_inconsistent_one():
+    m, obj = _objective()
+    batch = _batch()
+    for k in ("photo", "same_style", "consistent", "inconsistent"):
+        batch.pop(k)
+    _, _, vis = obj.generator_terms(batch, 7, torch.Generator().manual_seed(0))
+    assert torch.equal(vis["image"], batch["image"]) and torch.equal(vis["consistent"], batch["exemplar"])
+    assert torch.equal(vis["inconsistent"], batch["exemplar"].roll(1, 0))
+    one = {k: v[:1] for k, v in batch.items()}
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        obj.generator_terms(one, 7, torch.Generator().manual_seed(0))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = Pix2PixSC(Pix2PixSCConfig(**TINY)).eval()
+    b = _batch()
+    save_checkpoint(tmp_path / "p.pt", m)
+    m2, payload = load_generator(tmp_path / "p.pt")
+    assert payload["model"] == "pix2pixsc" and payload["model_config"]["sc_layers"] == ["relu1_1", "relu2_1"]
+    args = (b["label"], b["exemplar"], b["exemplar_label"])
+    assert torch.equal(m(*args), m2(*args))
+
+
+def test_bad_input_is_named():
+    m = Pix2PixSC(Pix2PixSCConfig(**TINY))
+    b = _batch()
+    with pytest.raises(ValueError, match=r"label must be \(B, 4, H, W\), got \(2, 3, 32, 32\)"):
+        m(b["label"][:, :3], b["exemplar"], b["exemplar_label"])
+    with pytest.raises(ValueError, match=r"exemplar must be \(B, 3, 32, 32\) like the label, got \(2, 3, 16, 16\)"):
+        m(b["label"], b["exemplar"][..., :16, :16], b["exemplar_label"])
+    with pytest.raises(ValueError, match="exemplar_label must be given"):
+        m(b["label"], b["exemplar"])
+    with pytest.raises(ValueError, match="sc_loss must be 'paper' or 'code', got 'l2'"):
+        Pix2PixSCConfig(label_channels=3, sc_loss="l2")
+    with pytest.raises(ValueError, match="sc_layers must be a non-empty subset"):
+        Pix2PixSCConfig(label_channels=3, sc_layers=("relu9_9",))
+    m_blind = Pix2PixSC(Pix2PixSCConfig(**TINY, exemplar_label=False))
+    assert m_blind(b["label"], b["exemplar"]).shape == (2, 3, 32, 32)
+
+
+def test_synthetic_video_pairs_obey_the_rule():
+    opts = SyntheticVideoOptions(clips=5, frames=12, window=3, same_clip_probability=0.5)
+    ds = SyntheticVideoDataset(32, 4, length=40, split="train", seed=3, options=opts)
+    same = 0
+    for i in range(40):
+        s = ds[DrawIndex(i, 1000 + i)]
+        clip = ds.clip(s["clip"])
+        # the label is exact: the clip's frame layout; the photo its rendering
+        lab = clip.layout(s["frame"])
+        assert torch.equal(s["label_index"], torch.from_numpy(lab))
+        assert torch.equal(s["photo"], clip.frame(s["frame"]))
+        # the consistent frame is a frame of the same clip within the window, not frame t itself
+        near = [t for t in range(12) if t != s["frame"] and abs(t - s["frame"]) <= 3]
+        assert any(torch.equal(s["consistent"], clip.frame(t)) for t in near)
+        # the inconsistent one is no frame of this clip
+        assert not any(torch.equal(s["inconsistent"], clip.frame(t)) for t in range(12))
+        if float(s["same_style"]):
+            same += 1
+            assert torch.equal(s["exemplar"], s["consistent"]) and torch.equal(s["image"], s["photo"])
+        else:
+            assert torch.equal(s["exemplar"], s["inconsistent"]) and not torch.equal(s["image"], s["photo"])
+    assert 5 < same < 35
+    # the test split always exemplifies with another clip, whose exact rendering is the image
+    test = SyntheticVideoDataset(32, 4, length=4, split="test", seed=3, options=opts)
+    s = test[0]
+    assert float(s["same_style"]) == 0 and torch.equal(s["exemplar"], s["inconsistent"])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        c, t, t2, o, u = pair_frames(rng, 3, 5, 2)
+        assert c != o and t != t2 and abs(t - t2) <= 2 and 0 <= u < 5
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        pair_frames(rng, 1, 5, 2)
+    with pytest.raises(ValueError, match="clips must be >= 2"):
+        SyntheticVideoOptions(clips=1)
+    # every class of the clip is visible at frame 0, and shapes move
+    clip = synthetic_clip(0, "train", 0, 64, 6)
+    assert len(np.unique(clip.layout(0))) == 6 and not np.array_equal(clip.layout(0), clip.layout(10))
+
+
+def test_train_synthesize_eval_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--model", "pix2pixsc", "--dataset", "synthetic-video", "--size", "32", "--batch-size", "2",
+            "--steps", "4", "--quiet", "--out", str(out), "--train-length", "8", "--num-classes", "4",
+            "--option", "width=4", "--option", "downsamples=2", "--option", "blocks=1",
+            "--option", "disc_layers=2", "--disc-width", "4", "--allow-random-vgg",
+            "--data-option", "clips=4", "--data-option", "frames=6"]
+    assert cli.main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 4
+    ck = str(out / "checkpoints" / "latest.pt")
+    assert cli.main(["eval", "--checkpoint", ck, "--length", "4", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    rec = json.loads((tmp_path / "e.json").read_text())
+    assert rec["dataset"] == "synthetic-video" and {"model", "class_mean"} <= set(rec["results"])
+    acc = rec["model_metrics"]
+    assert 0 <= acc["style_accuracy"] <= 1 and acc["style_pairs"] == 4
+    capsys.readouterr()
+    from exsynth.imageio import write_image, write_label
+    s = SyntheticVideoDataset(32, 4, length=1, split="test").__getitem__(0)
+    write_label(s["label_index"], tmp_path / "x.png")
+    write_image(s["exemplar"], tmp_path / "r.png")
+    write_label(s["exemplar_label"].argmax(0), tmp_path / "rl.png")
+    assert cli.main(["synthesize", "--checkpoint", ck, "--input", str(tmp_path / "x.png"), "--exemplar",
+                     str(tmp_path / "r.png"), "--exemplar-label", str(tmp_path / "rl.png"),
+                     "--out", str(tmp_path / "o.png")]) == 0
+    assert (tmp_path / "o.png").is_file()
+    assert cli.main(["train", "--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 5
