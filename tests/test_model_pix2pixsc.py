@@ -227,3 +227,55 @@ def test_train_synthesize_eval_through_the_cli(tmp_path, capsys):
     assert (tmp_path / "o.png").is_file()
     assert cli.main(["train", "--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 5
+
+
+def _group_folder(root, groups=("sunny", "sunny", "night", "night", "fog", "lonely")):
+    from exsynth.imageio import write_image, write_label
+    g = torch.Generator().manual_seed(4)
+    for i, grp in enumerate(groups):
+        write_image(torch.rand(3, 16, 16, generator=g) * 2 - 1, root / "images" / f"{i}.png")
+        write_label(torch.randint(0, 3, (16, 16), generator=g), root / "labels" / f"{i}.png")
+    (root / "groups.txt").write_text("".join(f"{i}.png {grp}\n" for i, grp in enumerate(groups)) + "# a comment\n")
+    return root
+
+
+def test_style_groups_pair_within_and_across_groups(tmp_path):
+    from exsynth.data.folder import FolderOptions, StyleGroupDataset
+    from exsynth.imageio import ImageError
+    from exsynth.registry import data_source
+    root = _group_folder(tmp_path)
+    opts = dict(groups=str(root / "groups.txt"), same_group_probability=0.5)
+    ds = data_source("folder").make(root, size=16, num_classes=3, options=opts, seed=1)
+    assert isinstance(ds, StyleGroupDataset) and data_source("folder").exemplars_for(opts)
+    assert len(ds) == 4          # "fog" and "lonely" have no second image: never a sample's own group
+    group_of = {str(img): grp for (lab, img), grp in zip(ds.pairs, ds.group)}
+    images = [str(img) for (_, img) in ds.pairs]
+    from exsynth.imageio import read_image
+
+    def which(t):
+        return next(p for p in images if torch.equal(read_image(p, (16, 16), resize=True), t))
+    seen_same = 0
+    for i in range(20):
+        s = ds[DrawIndex(i % len(ds), i)]
+        me = which(s["image"])
+        assert group_of[which(s["consistent"])] == group_of[me] and which(s["consistent"]) != me
+        assert group_of[which(s["inconsistent"])] != group_of[me]
+        seen_same += int(float(s["same_style"]))
+        assert torch.equal(s["exemplar"], s["consistent"] if float(s["same_style"]) else s["inconsistent"])
+    assert 0 < seen_same < 20
+    (root / "one.txt").write_text("0.png a\n1.png a\n")
+    with pytest.raises(ImageError, match="at least 2 groups"):
+        StyleGroupDataset(root, (16, 16), 3, FolderOptions(groups=str(root / "one.txt")))
+    with pytest.raises(ValueError, match="not both"):
+        FolderOptions(groups="a", pairs="b")
+    (root / "bad.txt").write_text("0.png\n")
+    with pytest.raises(ImageError, match="bad.txt:1: expected 'name group'"):
+        StyleGroupDataset(root, (16, 16), 3, FolderOptions(groups=str(root / "bad.txt")))
+    # one training step on the style-group folder
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "pix2pixsc", "--dataset", "folder", "--data", str(root), "--size", "16",
+                     "--batch-size", "2", "--steps", "2", "--quiet", "--out", str(out), "--num-classes", "3",
+                     "--option", "width=4", "--option", "downsamples=2", "--option", "blocks=1",
+                     "--option", "disc_layers=2", "--disc-width", "4", "--allow-random-vgg",
+                     "--data-option", f"groups={root / 'groups.txt'}"]) == 0
+    assert (out / "checkpoints" / "latest.pt").is_file()

@@ -9,19 +9,61 @@ one image). With one (`--data-option pairs=FILE`, CoCosNet's `name,ref1,ref2,...
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
 from ..imageio import ImageError, check_header, list_images, read_image, read_label
-from ..registry import DataSourceSpec, register_data_source
+from ..registry import DataSourceSpec, draw_rng, register_data_source
 from ._robust import load_skipping_bad, readable
 from .ade20k import ADE20kDataset, PairListOptions, read_pair_list
 from .synthetic import one_hot
 
-__all__ = ["PairedFolderDataset", "FolderPairListDataset"]
+__all__ = ["PairedFolderDataset", "FolderPairListDataset", "StyleGroupDataset", "FolderOptions", "read_style_groups"]
+
+
+@dataclass
+class FolderOptions(PairListOptions):
+    """Options of the folder source: a pair list (see PairListOptions), or style groups.
+
+    groups: a list file of `name group` lines (whitespace or a comma between; name = an image's
+        file name or stem): images of one group are style-consistent (BDD100K's weather x time
+        of day, pix2pixSC Table 7), of two groups not. Samples then carry pix2pixSC's pairs.
+    same_group_probability: chance that a sample's exemplar comes from its own group (else from
+        another group), the official data script's same_style_rate 0.3.
+    """
+
+    groups: Optional[str] = None
+    same_group_probability: float = 0.3
+
+    def __post_init__(self):
+        if self.groups is not None and self.pairs is not None:
+            raise ValueError("folder: give a pair list (pairs=FILE) or style groups (groups=FILE), not both")
+        if not 0.0 <= float(self.same_group_probability) <= 1.0:
+            raise ValueError(f"folder: same_group_probability must lie in [0, 1], got {self.same_group_probability}")
+
+
+def read_style_groups(path) -> Dict[str, str]:
+    """{name: group} from `name group` lines (blank lines and # comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such style group list")
+    out: Dict[str, str] = {}
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 2:
+            raise ImageError(f"{p}:{n}: expected 'name group', got {line!r}")
+        out[parts[0]] = parts[1]
+    if not out:
+        raise ImageError(f"{p}: the style group list is empty")
+    return out
 
 
 def _folder_pairs(root: Path):
@@ -92,14 +134,76 @@ class FolderPairListDataset(ADE20kDataset):
         return cand if cand.is_file() else None
 
 
+class StyleGroupDataset(PairedFolderDataset):
+    """The folder layout with style groups (`--data-option groups=FILE`): pix2pixSC's group-based
+    pair sampling for image sets with style attributes. Sample i (group g) carries "consistent"
+    (another image of g), "inconsistent" (an image of another group), their label maps, and as
+    "exemplar" the consistent one with probability same_group_probability ("same_style" 1), else
+    the inconsistent one; "image" and "photo" are image i itself. Images the list does not name
+    are left out (one warning); a group needs two images."""
+
+    def __init__(self, root, size: Tuple[int, int], num_classes: int, options: FolderOptions, seed: int = 0, *,
+                 split: str = "train", progress: bool = True):
+        super().__init__(root, size, num_classes, progress=progress)
+        groups = read_style_groups(options.groups)
+        keep, missing = [], 0
+        for pair in self.pairs:
+            g = groups.get(pair[1].name, groups.get(pair[1].stem))
+            if g is None:
+                missing += 1
+            else:
+                keep.append((pair, g))
+        if missing:
+            warnings.warn(f"{options.groups}: names no group for {missing} of the {len(self.pairs)} images; "
+                          f"they are left out", stacklevel=2)
+        members: Dict[str, List[int]] = {}
+        for i, (_, g) in enumerate(keep):
+            members.setdefault(g, []).append(i)
+        if len(members) < 2 or not any(len(m) >= 2 for m in members.values()):
+            raise ImageError(f"{options.groups}: style-group sampling needs at least 2 groups and a group of at least "
+                             f"2 images; the images here fall into {len(members)} group(s) of sizes "
+                             f"{sorted(len(m) for m in members.values())}")
+        self.pairs = [p for p, _ in keep]
+        self.image_files = [img for _, img in self.pairs]
+        self.group = [g for _, g in keep]
+        self.members = members
+        # samples whose group has a second image (a consistent partner exists)
+        self.usable = [i for i, g in enumerate(self.group) if len(members[g]) >= 2]
+        self.opts, self.seed, self.split = options, int(seed), split
+
+    def __len__(self) -> int:
+        return len(self.usable)
+
+    def __getitem__(self, index) -> Dict[str, object]:
+        i = self.usable[int(index)]
+        rng = draw_rng(index, self.seed)
+        g = self.group[i]
+        mates = [j for j in self.members[g] if j != i]
+        j = mates[int(rng.integers(len(mates)))]
+        others = [h for h in self.members if h != g]
+        h = others[int(rng.integers(len(others)))]
+        k = self.members[h][int(rng.integers(len(self.members[h])))]
+        same = self.split == "train" and bool(rng.random() < self.opts.same_group_probability)
+        out = dict(super().__getitem__(i))
+        c, n = super().__getitem__(j), super().__getitem__(k)
+        ex = c if same else n
+        out.update(photo=out["image"], consistent=c["image"], consistent_label=c["label"], inconsistent=n["image"],
+                   inconsistent_label=n["label"], exemplar=ex["image"], exemplar_label=ex["label"],
+                   same_style=torch.tensor(float(same)), index=int(index))
+        return out
+
+
 def _build_folder(root, *, size, num_classes, split, length, seed, options, rank, world_size):
+    if options is not None and options.groups is not None:
+        return StyleGroupDataset(root, (size, size), num_classes, options, seed, split=split)
     if options is not None and options.pairs is not None:
         return FolderPairListDataset(root, size, split=split, options=options, seed=seed, num_classes=num_classes)
     return PairedFolderDataset(root, (size, size), num_classes)
 
 
 register_data_source(DataSourceSpec(
-    name="folder", build=_build_folder, options=PairListOptions, pairs=False, needs_root=True,
-    exemplars_with=lambda options: options.get("pairs") is not None,
+    name="folder", build=_build_folder, options=FolderOptions, pairs=False, needs_root=True,
+    exemplars_with=lambda options: options.get("pairs") is not None or options.get("groups") is not None,
     description="ROOT/images/NAME.{jpg,png,...} + ROOT/labels/NAME.png class-index maps; with "
-                "--data-option pairs=FILE, references from a name,ref1,... pair list"))
+                "--data-option pairs=FILE, references from a name,ref1,... pair list; with groups=FILE "
+                "(name group lines), pix2pixSC's style-group pairs"))
