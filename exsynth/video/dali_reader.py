@@ -3,11 +3,13 @@
 One DALI pipeline holds two readers (`fn.experimental.readers.video`, which has a CPU backend;
 `fn.readers.video` is GPU-only):
 
-- "pairs" reads sequences of window + 1 consecutive frames, sharded by (rank, world_size)
-  (DALI splits the list of sequences, not the clips, into contiguous shards) and shuffled
-  through a buffer of `shuffle_buffer` sequences, whose random state runs on, so every epoch
-  comes in a new order. Two distinct positions a, b of a sequence give frame t and frame t'
-  (|t - t'| <= window, t != t'); only those two frames are resized.
+- "pairs" reads sequences of window + 1 consecutive frames, sharded by (rank, world_size):
+  DALI shuffles the list of sequences (not clips) with the reader's seed and splits it into
+  `num_shards` parts, so that seed is the same on every process (ranks then read disjoint
+  sequences in an epoch); after its part a shard reads on into the next one, so over epochs
+  every process sees every sequence, each epoch in a new order. Two distinct positions a, b
+  of a sequence give frame t and frame t' (|t - t'| <= window, t != t'); only those two
+  frames are resized.
 - "others" reads single frames of every clip (unsharded: each process sees all clips, so a
   different clip is always at hand), shuffled likewise; a ring of recent ones supplies, for
   each pair, a frame u of a clip other than the pair's, chosen at random.
@@ -110,7 +112,7 @@ class DaliVideoPairs(IterableDataset):
 
     # -- pipeline ------------------------------------------------------------------------------
 
-    def _pipeline(self, shard_id: int, num_shards: int, seed: int):
+    def _pipeline(self, shard_id: int, num_shards: int, seed: int, order_seed: int):
         from nvidia.dali import fn, pipeline_def, types
         import nvidia.dali.math as dmath
 
@@ -136,7 +138,7 @@ class DaliVideoPairs(IterableDataset):
             seq, clip, first = fn.experimental.readers.video(
                 device="gpu" if gpu else "cpu", filenames=files, labels=ids, sequence_length=length,
                 step=self.step, random_shuffle=True, initial_fill=self.shuffle_buffer, enable_frame_num="scalar",
-                shard_id=shard_id, num_shards=num_shards, pad_mode="none", name="pairs")
+                shard_id=shard_id, num_shards=num_shards, pad_mode="none", name="pairs", seed=order_seed)
             a = fn.random.uniform(values=list(range(length)), dtype=types.INT32)
             # b != a: a plus 1..length-1, wrapped
             b = (a + 1 + fn.random.uniform(values=list(range(length - 1)), dtype=types.INT32)) % length
@@ -158,11 +160,13 @@ class DaliVideoPairs(IterableDataset):
         shard_id, num_shards = self.rank * workers + worker, self.world_size * workers
         drawn = self.drawn
         seed = _seed31(self.seed, self.rank, worker, drawn, 1)
+        # one sequence order for all processes and workers: their shards of it are disjoint
+        order_seed = _seed31(self.seed, drawn, 4)
         rng = np.random.default_rng([self.seed, self.rank, worker, drawn, 2])
         keys = ["pair", "clip", "first", "a", "b", "other", "other_clip", "other_frame"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"nvidia\.dali.*")
-            batches = DALIGenericIterator(self._pipeline(shard_id, num_shards, seed), keys, reader_name="pairs",
+            batches = DALIGenericIterator(self._pipeline(shard_id, num_shards, seed, order_seed), keys, reader_name="pairs",
                                           last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
         # recent single frames of any clip: (clip, frame, image); 4 batches' worth and at least 64
         others: collections.deque = collections.deque(maxlen=max(64, 4 * self.batch_size))
