@@ -4,7 +4,8 @@ Prints a table (speed ratios against the anchors measured in the same run,
 peak memory) and writes JSON with the environment and command, and a PNG of it
 beside (matplotlib, the `bench` extra). `python -m bench plot FILE.json ...`
 redraws committed results; `python -m bench models --runs DIR ...` compares
-trained models (bench/models.py).
+trained models (bench/models.py); `python -m bench video` times the DALI video
+reader against PyAV (bench/video.py).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from . import common
 
-OPS = ("correlation", "pn_modulate", "msca", "ptxas", "plot", "models")
+OPS = ("correlation", "pn_modulate", "msca", "ptxas", "plot", "models", "video")
 
 
 PTXAS_REPORT = os.path.join(os.path.dirname(__file__), "results", "ptxas.txt")
@@ -45,6 +46,9 @@ def main(argv=None):
     if argv and argv[0] == "models":
         from . import models
         return models.main(argv[1:])
+    if argv and argv[0] == "video":
+        from . import video
+        return video.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("op", choices=OPS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
