@@ -313,6 +313,11 @@ def synthesize_cmd(args) -> int:
     for flag, visual in (("--warped", "warped"), ("--correspondence", "correspondence")):
         if getattr(args, visual) and visual not in visuals_of(model):
             raise UsageError(f"{flag}: the {payload['model']} model has no {visual} picture")
+    from exsynth.registry import spec_of
+    spec = spec_of(model)
+    if args.direction is not None and args.direction not in spec.directions:
+        raise UsageError(f"--direction {args.direction}: the {payload['model']} model translates "
+                         + (f"{' or '.join(spec.directions)}" if spec.directions else "one way only (drop --direction)"))
     jobs = _pairs(args)
     if needs_exl and any(j[3] is None for j in jobs):
         raise UsageError(f"this {payload['model']} checkpoint needs the exemplar's label map: pass --exemplar-label")
@@ -331,7 +336,9 @@ def synthesize_cmd(args) -> int:
     loaded = []
     try:
         for stem, lp, ep, elp in jobs:
-            lab = read_input_map(lp, K, max_pixels=args.max_pixels)
+            # a two-domain model's input is a photo of the source domain, not a label map
+            lab = read_image(lp, max_pixels=args.max_pixels) if spec.image_input else \
+                read_input_map(lp, K, max_pixels=args.max_pixels)
             H, W = lab.shape[1:]
             if H % mult or W % mult:
                 raise UsageError(f"{lp}: label map is {H}x{W}; this model needs sides divisible by {mult}")
@@ -351,7 +358,7 @@ def synthesize_cmd(args) -> int:
     for stem, lab, ex, exl in loaded:
         res = synthesize(model, lab[None].to(device), ex[None].to(device),
                          None if exl is None else exl[None].to(device), correspondence=args.correspondence,
-                         warped=args.warped or args.correspondence)
+                         warped=args.warped or args.correspondence, direction=args.direction)
         results.append((stem, ex, res))
     for stem, ex, res in results:
         target = out / f"{stem}.png" if many else out
@@ -605,8 +612,11 @@ def eval_cmd(args) -> int:
     _print_paper_metrics(suite, {k: v for k, v in scores.items() if k not in ("psnr", "ssim", "lpips")})
     from exsynth.registry import model_spec
     own = model_spec(payload["model"]).extra_metrics
-    extra = own(payload, test, device, limit=n) if own is not None else {}
-    if extra:
+    extra = dict(own(payload, test, device, limit=n) if own is not None else {})
+    text = extra.pop("_text", None)   # a protocol's own table, printed as it is
+    if text:
+        print(text)
+    elif extra:
         print(f"{payload['model']}'s own measurements:")
         for key, value in extra.items():
             print(f"  {key:<28}{value:>10.4f}")
@@ -825,6 +835,8 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--input", help="class-index label PNG or .npy input map (C, H, W), or a folder of them")
     p.add_argument("--exemplar", help="exemplar photo, or a folder matched by file name")
     p.add_argument("--exemplar-label", help="the exemplar's label PNG (or folder), for models that use it")
+    p.add_argument("--direction", choices=["a2b", "b2a"],
+                   help="two-domain models: translate A->B (default; --input from A, --exemplar from B) or B->A")
     p.add_argument("--out", required=True, help="output file, or folder when --input is a folder")
     p.add_argument("--warped", action="store_true", help="also write NAME_warped.png (models that have one)")
     p.add_argument("--correspondence", action="store_true",

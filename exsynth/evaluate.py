@@ -21,6 +21,8 @@ def class_mean_colours(dataset, samples: int = 500) -> Optional[torch.Tensor]:
     """(K, 3) mean colour of each class over the first `samples` images of `dataset`:
     the best exemplar-blind per-class constant (it knows the label, never the exemplar).
     None for a dataset whose inputs are not class maps (no "label_index")."""
+    if len(dataset) == 0 or "label_index" not in dataset[0]:
+        return None
     K = dataset.num_classes
     total, count = torch.zeros(K, 3, dtype=torch.float64), torch.zeros(K, dtype=torch.float64)
     for i in range(min(samples, len(dataset))):

@@ -47,14 +47,21 @@ def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
 @torch.no_grad()
 def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
                exemplar_label: Optional[torch.Tensor] = None, *, correspondence: bool = False,
-               warped: bool = True) -> Dict[str, torch.Tensor]:
+               warped: bool = True, direction: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """dict(fake[, warped][, correspondence]) at the label's size, images in [-1, 1].
 
     warped (for models whose spec lists it): the exemplar aligned to the label by the model's
     own correspondence, upsampled bilinearly to the label's size. correspondence: the
     exemplar's colour-coded coordinate image (see `coordinate_image`) warped the same way;
-    asking for it from a model without one raises ValueError."""
+    asking for it from a model without one raises ValueError. direction: for a two-domain model,
+    one of its spec's `directions` ("a2b", "b2a"; None: the first)."""
     spec = spec_of(model)
+    extra = {}
+    if direction is not None:
+        if direction not in spec.directions:
+            raise ValueError(f"direction {direction!r}: the {spec.name} model translates "
+                             + (f"in the directions {list(spec.directions)}" if spec.directions else "one way only"))
+        extra["direction"] = direction
     _check_inputs(model, label, exemplar, exemplar_label)
     if spec.needs_exemplar_label(model.cfg) and exemplar_label is None:
         raise ValueError("this model needs the exemplar's label map (exemplar_label)")
@@ -63,7 +70,7 @@ def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
         raise ValueError(f"the {spec.name} model has no correspondence picture (it shows {list(spec.visuals)})")
     model.eval()
     H, W = label.shape[-2:]
-    out = spec.run(model, label, exemplar, exemplar_label, visuals=wanted)
+    out = spec.run(model, label, exemplar, exemplar_label, visuals=wanted, **extra)
     res = dict(fake=out["fake"])
     for key in wanted:
         if key in out:

@@ -61,8 +61,13 @@ class ModelSpec:
         with "fake" and each requested visual (any size; inference resizes to the label's).
     unstored_prefixes(cfg): state-dict prefixes a checkpoint need not store (a frozen backbone
         that loads from a file named in the config).
-    extra_metrics(payload, dataset, device): a model's own measurements beside the image
-        metrics for `exsynth eval` (name -> float; e.g. a discriminator's accuracy), or None.
+    image_input: the input is a photo of a source domain (two-domain translation), not a label
+        or input map: `synthesize` reads it as an image.
+    directions: the translation directions `run` takes as `direction=` (the first is the
+        default; `synthesize --direction`); empty: one direction, no such argument.
+    extra_metrics(payload, dataset, device, limit): a model's own measurements beside the image
+        metrics for `exsynth eval` (name -> float; e.g. a discriminator's accuracy; a "_text"
+        entry is printed instead of the name/value lines), or None.
     presets: named TrainConfig dicts (`exsynth train --preset NAME`); the paper-faithful one and
         small CPU recipes.
     default: the model `exsynth train` trains when none is named (one model at most).
@@ -80,6 +85,8 @@ class ModelSpec:
     visuals: Tuple[str, ...] = ()
     unstored_prefixes: Callable[[Any], Tuple[str, ...]] = _always(())
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    image_input: bool = False
+    directions: Tuple[str, ...] = ()
     extra_metrics: Optional[Callable[..., Dict[str, float]]] = None
     description: str = ""
     default: bool = False

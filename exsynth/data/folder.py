@@ -206,4 +206,4 @@ register_data_source(DataSourceSpec(
     exemplars_with=lambda options: options.get("pairs") is not None or options.get("groups") is not None,
     description="ROOT/images/NAME.{jpg,png,...} + ROOT/labels/NAME.png class-index maps; with "
                 "--data-option pairs=FILE, references from a name,ref1,... pair list; with groups=FILE "
-                "(name group lines), pix2pixSC's style-group pairs"))
+                "(name group lines), style-consistent / inconsistent pairs by group"))

@@ -14,7 +14,7 @@ video reader's tests and benchmark. A *clip* is a pure function of (seed, split,
 reader does (frame t, a frame t' of the same clip with |t - t'| <= T, a frame of another clip)
 and, because everything is rendered, it also knows the exact ground truth of a cross-clip
 exemplar: "image" is the input's layout rendered in the exemplar's style, "photo" the frame
-as its own clip shows it. `write_clips` (in `exsynth.video`) encodes such clips to files.
+as its own clip shows it. `exsynth.video.write_synthetic_videos` encodes such clips to files.
 """
 from __future__ import annotations
 

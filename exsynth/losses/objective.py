@@ -3,8 +3,9 @@
 Each model file defines an `Objective` subclass and names it in its `ModelSpec`. The trainer
 knows nothing else about a model's training: it builds one Adam optimiser per entry of
 `optimizer_groups()` (generator role: lr_g, discriminator role: lr_d), runs `generator_terms`
-(discriminators frozen), steps the generator optimisers, then — unless `pretraining(step)` —
-`discriminator_terms` and the discriminator optimisers; `state_dict()` entries go into the
+(discriminators frozen), steps the generator optimisers, then — when `discriminator_step(step)`
+(by default: unless `pretraining(step)`) — `discriminator_terms` and the discriminator
+optimisers, at the rates scaled by `lr_factor(step)`; `state_dict()` entries go into the
 checkpoint under their own keys.
 
 Randomness (pseudo-exemplar distortion, crop positions) comes from the generator passed in,
@@ -125,6 +126,16 @@ class Objective:
     def pretraining(self, step: int) -> bool:
         """True while only a pre-training loss is optimised (no GAN, no discriminator step)."""
         return False
+
+    def discriminator_step(self, step: int) -> bool:
+        """Whether the discriminators take a step after this generator step (default: unless
+        pre-training; a model with several G steps per D step says so here)."""
+        return not self.pretraining(step)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier of this step (default: the TrainConfig's schedule,
+        constant then linear to 0; a model with its own schedule overrides it)."""
+        return self.cfg.lr_factor(step)
 
     def generator_terms(self, batch: Mapping[str, torch.Tensor], step: int, gen: torch.Generator
                         ) -> Tuple[torch.Tensor, Terms, Dict[str, torch.Tensor]]:

@@ -33,14 +33,24 @@ def _gaussian(size: int, sigma: float, dtype, device) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(fake: torch.Tensor, real: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-image SSIM, (B,), for images in [-1, 1] (computed on [0, 1])."""
+def ssim(fake: torch.Tensor, real: torch.Tensor, window: int = 11, sigma: float = 1.5,
+         kind: str = "gaussian") -> torch.Tensor:
+    """Per-image SSIM, (B,), for images in [-1, 1] (computed on [0, 1]).
+
+    kind "gaussian": the window above (tf.image.ssim / Wang et al.); "uniform": scikit-image's
+    default `structural_similarity` (a 7x7 uniform window, pass window=7; sample covariances,
+    i.e. x N/(N-1); data_range 1; channels averaged)."""
     _check(fake, real, "ssim")
+    if kind not in ("gaussian", "uniform"):
+        raise ValueError(f"ssim: kind must be 'gaussian' or 'uniform', got {kind!r}")
     if min(fake.shape[-2:]) < window:
         raise ValueError(f"ssim: images must be at least {window}x{window}, got {tuple(fake.shape[-2:])}")
     x, y = (fake.double() + 1) / 2, (real.double() + 1) / 2
     C = x.shape[1]
-    g = _gaussian(window, sigma, x.dtype, x.device)
+    if kind == "gaussian":
+        g = _gaussian(window, sigma, x.dtype, x.device)
+    else:
+        g = torch.full((window,), 1.0 / window, dtype=x.dtype, device=x.device)
     kh = g.view(1, 1, window, 1).expand(C, 1, window, 1)
     kw = g.view(1, 1, 1, window).expand(C, 1, 1, window)
 
@@ -49,6 +59,9 @@ def ssim(fake: torch.Tensor, real: torch.Tensor, window: int = 11, sigma: float 
 
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    if kind == "uniform":
+        n = window * window
+        sxx, syy, sxy = (t * (n / (n - 1.0)) for t in (sxx, syy, sxy))
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).float()

@@ -377,7 +377,7 @@ PRESETS = {
     # consistent pair's loss 10^4-10^5 times an inconsistent one's (spec (g)).
     "pix2pixsc-cpu64": dict(
         model="pix2pixsc", dataset="synthetic-video", size=64, batch_size=4, lr_g=2e-4, lr_d=2e-4,
-        betas=(0.5, 0.999), supervision="pair", disc_width=32, steps=2400, lr_decay_steps=0.5,
+        betas=(0.5, 0.999), supervision="pair", disc_width=32, steps=3000, lr_decay_steps=0.5,
         model_options=dict(width=16, downsamples=3, blocks=3, disc_layers=3, sc_loss="code",
                            sc_layers=("relu1_1", "relu2_1", "relu3_1")),
         checkpoint_every=250, image_every=250,

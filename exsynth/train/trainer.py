@@ -329,7 +329,7 @@ class Trainer:
         """This step's learning rates: constant, then (lr_decay_steps set) linear to 0 over the
         last lr_decay_steps of the run, as the papers' code decays over niter_decay epochs. A
         function of the step alone, so a resumed run continues the same schedule."""
-        f = self.cfg.lr_factor(self.step)
+        f = self.objective.lr_factor(self.step)
         for key, opt in self.optimizers.items():
             base = self.cfg.lr_g if self.roles[key] == "g" else self.cfg.lr_d
             for group in opt.param_groups:
@@ -362,7 +362,7 @@ class Trainer:
         self._step_optimizers("g")
         logs.update({f"G/{k}": v.item() for k, v in terms.items()})
         logs["G/total"] = total.item()
-        if len(self.discriminators) and not self.objective.pretraining(self.step):
+        if len(self.discriminators) and self.objective.discriminator_step(self.step):
             self.discriminators.requires_grad_(True)
             self.objective.set_phase("d")
             with self._autocast():

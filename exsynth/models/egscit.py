@@ -1,0 +1,479 @@
+"""EGSC-IT (Ma et al.: "Exemplar Guided Unsupervised Image-to-Image Translation with Semantic
+Consistency", ICLR 2019).
+
+Read top-down as the paper's Fig. 3:
+
+1. Per domain X in {A, B} an encoder E_X; UNIT's shared latent space: one shared encoder
+   block, the Gaussian code z = mu + N(0, 1), one shared generator block.
+2. Frozen feature networks F_A, F_B (the stage-1 VAE-GAN encoders). For x_A -> x_AB: the
+   feature mask m = (1 - eta) sigmoid(F_A(x_A)) + eta (eta = 0.5) keeps x_A's semantics, and
+   AdaIN with the statistics of F_B(x_B), the exemplar's features, transfers its style; both
+   act once, before the first residual block of the generator G_B.
+3. Per domain a generator G_X and a discriminator D_X (LSGAN), and the losses of Eq. 3-5:
+   UNIT's VAE (KL), reconstruction and cycle terms, the adversarial terms, the perceptual
+   content loss (VGG, linear layer weights i/n) and the Gram style loss against the exemplar.
+4. Two stages in one run (`stage1`): first two independent VAE-GANs (F_X and a decoder per
+   domain) are trained; then F_A, F_B are frozen and E, G, D train from scratch. Each stage
+   decays its learning rate polynomially (power 0.9) to 0; G steps per D step as the code (5).
+
+Where the paper and the official TensorFlow code (github charliememory/EGSC-IT) differ, the
+paper's choice is the default and the code's one option away: `adain` (see `adain`), and
+`test_noise` (the code keeps adding z's noise at test time). The code's L2 normalisation of the
+VGG maps over space (`vgg_l2_normalize`) is not in the paper; it is on, as in the code, because
+the Gram weights of Table 6 assume it. No normalisation layers in E, G, F (the scripts' norm None).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses.objective import Objective
+from ..registry import ModelSpec, register_model
+
+__all__ = ["EGSCITConfig", "EGSCIT", "EGSCITObjective", "EGSCITDiscriminator", "adain", "feature_mask", "PRESETS"]
+
+_VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+_EPS = 1e-5
+
+
+@dataclass
+class EGSCITConfig:
+    """EGSC-IT's options (paper values unless said otherwise).
+
+    label_channels: channels of a domain-A image (3; set from the data).
+    width: channels of the first encoder conv (ngf; the paper's 64).
+    downsamples: stride-2 encoder convs (n_1 - 1: 0 for MNIST-Single at 28 px, 2 at larger sizes).
+    enc_blocks, gen_blocks: residual blocks of each E_X and each G_X (3 and 3: with the shared
+        block each side, the paper's n2 = 4).
+    eta: the feature mask's floor (0.5).
+    adain: "paper" (Eq. 1-2 as written: scale var(f), shift mean(f), dividing by var(c)), "code"
+        (the shipped code: scale mean(f), shift var(f), dividing by var(c)) or "standard"
+        (scale std(f), shift mean(f), dividing by std(c)); an eps of 1e-5 guards every division
+        (the code has none, and a constant channel would divide by zero).
+    feature_mask: apply the feature mask (False: the paper's "w/o feature mask" ablation).
+    use_adain: apply AdaIN (False: "w/o AdaIN").
+    test_noise: add z's N(0, 1) noise at test time too (the code); False: the mean.
+    disc_width, disc_layers: each D_X's first width and stride-2 convs (the code's n_dis 4).
+    vgg_layers: VGG19 layers of the content and style losses (relu1_1 .. relu5_1).
+    vgg_l2_normalize: L2-normalise each VGG map over space per channel (the code).
+    stage1: steps of stage 1: a fraction (< 1) of the run, or a whole number of steps.
+    g_steps: generator steps per discriminator step (the code's G_update: 5; 1 in stage 1).
+    lr_power: the polynomial decay's power within each stage (0.9; 0: constant).
+    """
+
+    label_channels: int = 3
+    width: int = 64
+    downsamples: int = 0
+    enc_blocks: int = 3
+    gen_blocks: int = 3
+    eta: float = 0.5
+    adain: str = "paper"
+    feature_mask: bool = True
+    use_adain: bool = True
+    test_noise: bool = False
+    disc_width: int = 64
+    disc_layers: int = 4
+    vgg_layers: Tuple[str, ...] = _VGG_LAYERS
+    vgg_l2_normalize: bool = True
+    stage1: float = 0.2
+    g_steps: int = 5
+    lr_power: float = 0.9
+
+    def __post_init__(self):
+        if self.label_channels < 1 or self.width < 1:
+            raise ValueError(f"EGSC-IT: label_channels and width must be >= 1, got {self.label_channels}, {self.width}")
+        if not 0 <= self.downsamples <= 5:
+            raise ValueError(f"EGSC-IT: downsamples must be 0..5, got {self.downsamples}")
+        if self.gen_blocks < 1 or self.enc_blocks < 1:
+            raise ValueError(f"EGSC-IT: enc_blocks and gen_blocks must be >= 1 (the mask and AdaIN act before the "
+                             f"first generator block; F's features are its encoder's last block), got "
+                             f"{self.enc_blocks}, {self.gen_blocks}")
+        if self.adain not in ("paper", "code", "standard"):
+            raise ValueError(f"EGSC-IT: adain must be 'paper', 'code' or 'standard', got {self.adain!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"EGSC-IT: eta must lie in [0, 1], got {self.eta}")
+        self.vgg_layers = tuple(self.vgg_layers)
+        bad = [l for l in self.vgg_layers if l not in _VGG_LAYERS]
+        if bad or not self.vgg_layers:
+            raise ValueError(f"EGSC-IT: vgg_layers must be a non-empty subset of {_VGG_LAYERS}, got {self.vgg_layers}")
+        if not (0 < self.stage1 < 1 or (float(self.stage1).is_integer() and self.stage1 >= 1)):
+            raise ValueError(f"EGSC-IT: stage1 must be a fraction in (0, 1) or a whole number of steps, got {self.stage1}")
+        if self.g_steps < 1 or self.disc_layers < 1:
+            raise ValueError(f"EGSC-IT: g_steps and disc_layers must be >= 1, got {self.g_steps}, {self.disc_layers}")
+
+    def stage1_steps(self, steps: int) -> int:
+        return max(1, round(self.stage1 * steps)) if self.stage1 < 1 else int(self.stage1)
+
+
+# ---- building blocks ---------------------------------------------------------------------------
+
+class _ResBlock(nn.Module):
+    """pad-conv3-ReLU-pad-conv3, + x (no normalisation, no activation after the add)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.ReLU(True),
+                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def _encoder(cfg: EGSCITConfig) -> nn.Sequential:
+    """E_X and F_X: conv7 s1 + LReLU, `downsamples` x (conv3 s2 doubling + LReLU), enc_blocks ResBlocks."""
+    w = cfg.width
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(cfg.label_channels, w, 7), nn.LeakyReLU(0.2, True)]
+    for _ in range(cfg.downsamples):
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(w, 2 * w, 3, 2), nn.LeakyReLU(0.2, True)]
+        w *= 2
+    layers += [_ResBlock(w) for _ in range(cfg.enc_blocks)]
+    return nn.Sequential(*layers)
+
+
+def _decoder_tail(cfg: EGSCITConfig) -> nn.Sequential:
+    """G_X after its conditioning: gen_blocks ResBlocks, `downsamples` x (convT3 s2 halving +
+    LReLU), convT1 -> 3, tanh."""
+    w = cfg.width * 2 ** cfg.downsamples
+    layers = [_ResBlock(w) for _ in range(cfg.gen_blocks)]
+    for _ in range(cfg.downsamples):
+        layers += [nn.ConvTranspose2d(w, w // 2, 3, 2, 1, output_padding=1), nn.LeakyReLU(0.2, True)]
+        w //= 2
+    layers += [nn.ConvTranspose2d(w, 3, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def _init_truncated(module: nn.Module) -> None:
+    """The code's normal_weight_init: truncated normal(0, 0.02) conv weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) variance over space, (B, C, 1, 1) each."""
+    return x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True, unbiased=False)
+
+
+def adain(content: torch.Tensor, style_features: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """Exemplar AdaIN of `content` with the per-channel statistics of `style_features`:
+
+    paper:    var(f) (c - mean(c)) / var(c) + mean(f)   (Eq. 1-2, delta = the variance)
+    code:     mean(f) (c - mean(c)) / var(c) + var(f)   (encoder_spec + apply_ins_norm_2d)
+    standard: std(f) (c - mean(c)) / std(c) + mean(f)   (Huang & Belongie)
+    with eps = 1e-5 added to each divisor (var or std) so a constant channel cannot divide by zero."""
+    mc, vc = _moments(content)
+    mf, vf = _moments(style_features)
+    if form == "paper":
+        return vf * (content - mc) / (vc + _EPS) + mf
+    if form == "code":
+        return mf * (content - mc) / (vc + _EPS) + vf
+    if form == "standard":
+        return vf.sqrt() * (content - mc) / (vc.sqrt() + _EPS) + mf
+    raise ValueError(f"adain: form must be 'paper', 'code' or 'standard', got {form!r}")
+
+
+def feature_mask(source_features: torch.Tensor, eta: float = 0.5) -> torch.Tensor:
+    """m = (1 - eta) sigmoid(f) + eta, in [eta, 1]."""
+    return (1.0 - eta) * torch.sigmoid(source_features) + eta
+
+
+class _SameConv(nn.Conv2d):
+    """A strided conv with TensorFlow's 'SAME' padding (output side ceil(H / stride))."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+class EGSCITDiscriminator(nn.Module):
+    """The code's D: conv4 s2 -> w with LReLU applied twice; (layers - 1) x [conv4 s2 doubling, LReLU,
+    InstanceNorm (affine), LReLU]; conv1 -> 1 and LReLU on the logit (LSGAN). 'SAME' padding."""
+
+    def __init__(self, width: int = 64, layers: int = 4):
+        super().__init__()
+        mods = [_SameConv(3, width, 4, 2), nn.LeakyReLU(0.2), nn.LeakyReLU(0.2)]
+        w = width
+        for _ in range(layers - 1):
+            mods += [_SameConv(w, 2 * w, 4, 2), nn.LeakyReLU(0.2), nn.InstanceNorm2d(2 * w, affine=True),
+                     nn.LeakyReLU(0.2)]
+            w *= 2
+        mods += [nn.Conv2d(w, 1, 1), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*mods)
+        _init_truncated(self)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# ---- 1.-3. the translator -------------------------------------------------------------------
+
+class EGSCIT(nn.Module):
+    """forward(x, exemplar, direction="a2b"): x of the source domain translated into the
+    exemplar's domain with its style. Submodules: encoders (E_A, E_B), shared_encoder,
+    shared_generator, generators (G_A, G_B), and the stage-1 networks: features (F_A, F_B)
+    and vae_decoders."""
+
+    def __init__(self, cfg: EGSCITConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.width * 2 ** cfg.downsamples
+        self.encoders = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
+        self.shared_encoder = _ResBlock(ch)
+        self.shared_generator = _ResBlock(ch)
+        self.generators = nn.ModuleDict({d: _decoder_tail(cfg) for d in "ab"})
+        self.features = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
+        self.vae_decoders = nn.ModuleDict({d: nn.Sequential(_ResBlock(ch), _decoder_tail(cfg)) for d in "ab"})
+        _init_truncated(self)
+
+    # the pieces (domains "a", "b")
+    def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """mu: E_X, then the shared encoder block."""
+        return self.shared_encoder(self.encoders[domain](x))
+
+    def sample(self, mu: torch.Tensor, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+        """z = mu + N(0, 1) while training (and at test with test_noise), else mu."""
+        if not (self.training or self.cfg.test_noise):
+            return mu
+        if gen is None:
+            return mu + torch.randn_like(mu)
+        return mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
+
+    def condition(self, c: torch.Tensor, source_f: torch.Tensor, exemplar_f: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.feature_mask:
+            c = feature_mask(source_f, cfg.eta) * c
+        if cfg.use_adain:
+            c = adain(c, exemplar_f, cfg.adain)
+        return c
+
+    def decode(self, z: torch.Tensor, domain: str, source_f: torch.Tensor, exemplar_f: torch.Tensor) -> torch.Tensor:
+        """G_X: the shared generator block, the mask and AdaIN, then G_X's own blocks."""
+        return self.generators[domain](self.condition(self.shared_generator(z), source_f, exemplar_f))
+
+    def check(self, x: torch.Tensor, name: str) -> None:
+        m = 2 ** self.cfg.downsamples
+        if x.dim() != 4 or x.shape[1] != self.cfg.label_channels or x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(f"EGSC-IT: {name} must be (B, {self.cfg.label_channels}, H, W) with H, W multiples of "
+                             f"{m}, got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, exemplar: torch.Tensor, direction: str = "a2b", *,
+                stage: Optional[int] = None, gen: Optional[torch.Generator] = None):
+        """The translation of x into the exemplar's domain; with `stage` (training, x = x_A and
+        exemplar = x_B), a dict of everything that stage's losses read (one call, so that
+        DistributedDataParallel sees one forward)."""
+        if stage is not None:
+            return self._stage1(x, exemplar, gen) if stage == 1 else self._stage2(x, exemplar, gen)
+        if direction not in ("a2b", "b2a"):
+            raise ValueError(f"EGSC-IT: direction must be 'a2b' or 'b2a', got {direction!r}")
+        self.check(x, "the input")
+        self.check(exemplar, "the exemplar")
+        src, dst = direction[0], direction[2]
+        with torch.no_grad():
+            fs, fe = self.features[src](x), self.features[dst](exemplar)
+        return self.decode(self.sample(self.encode(x, src)), dst, fs, fe)
+
+    def _stage1(self, xa, xb, gen):
+        """Two independent VAE-GANs: F_X, z = f + noise, the VAE decoder."""
+        fa, fb = self.features["a"](xa), self.features["b"](xb)
+        za, zb = self.sample(fa, gen), self.sample(fb, gen)
+        return dict(za=za, zb=zb, recon_a=self.vae_decoders["a"](za), recon_b=self.vae_decoders["b"](zb))
+
+    def _stage2(self, xa, xb, gen):
+        """Fig. 3: within-domain reconstructions, translations, and the cycle back, with the
+        mask from the source's F and AdaIN statistics from the target-domain image's F."""
+        with torch.no_grad():     # F_A, F_B are frozen in stage 2
+            fa, fb = self.features["a"](xa), self.features["b"](xb)
+        za, zb = self.sample(self.encode(xa, "a"), gen), self.sample(self.encode(xb, "b"), gen)
+        out = dict(za=za, zb=zb, x_aa=self.decode(za, "a", fa, fa), x_bb=self.decode(zb, "b", fb, fb),
+                   x_ab=self.decode(za, "b", fa, fb), x_ba=self.decode(zb, "a", fb, fa))
+        out["z_aba"] = self.sample(self.encode(out["x_ab"], "b"), gen)
+        out["z_bab"] = self.sample(self.encode(out["x_ba"], "a"), gen)
+        # the cycle: mask and statistics both from the original image's F
+        out["x_aba"] = self.decode(out["z_aba"], "a", fa, fa)
+        out["x_bab"] = self.decode(out["z_bab"], "b", fb, fb)
+        return out
+
+
+# ---- 4. training ------------------------------------------------------------------------------
+
+def _vgg_maps(vgg, x: torch.Tensor, layers, l2: bool) -> Dict[str, torch.Tensor]:
+    feats = vgg.features(x, layers)
+    if l2:
+        feats = {k: F.normalize(v.flatten(2), dim=2).view_as(v) for k, v in feats.items()}
+    return feats
+
+
+def _gram(f: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = f.shape
+    v = f.flatten(2)
+    return v @ v.transpose(1, 2) / (h * w)
+
+
+def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
+    return ((pred - target) ** 2).mean()
+
+
+class EGSCITObjective(Objective):
+    """Eq. 3-5 with UNIT's weights. Stage 1 (steps < stage1): per domain a VAE-GAN on F_X and a
+    decoder: 10 LSGAN + 100 L1 reconstruction + 0.1 KL. Stage 2: adv 10, kl 0.1, recon 100,
+    kl_cycle 0.1, cycle 100, style (lambda_s), content (lambda_c); Table 6's single-digit
+    lambda_s 1e3 / lambda_c 1e1 by default. D: 10 x sum_X 0.5 (real + fake) (the code's
+    GAN_weight on D too). Trains unpaired: the batch's "label" is x_A and its "exemplar" x_B;
+    nothing else of the batch is read."""
+
+    loss_names = ("adv", "kl", "recon", "kl_cycle", "cycle", "style", "content")
+    default_weights = dict(adv=10.0, kl=0.1, recon=100.0, kl_cycle=0.1, cycle=100.0, style=1e3, content=1e1)
+    vgg_losses = ("style", "content")
+    gan_losses = ("adv",)
+    ddp_find_unused_parameters = True     # one stage's networks are idle in the other
+
+    def build_discriminators(self):
+        if not self.on("adv"):
+            return {}
+        m = self.model.cfg
+        return {f"{stage}_{d}": EGSCITDiscriminator(m.disc_width, m.disc_layers)
+                for stage in ("d1", "d2") for d in "ab"}
+
+    def stage(self, step: int) -> int:
+        return 1 if step < self.model.cfg.stage1_steps(self.cfg.steps) else 2
+
+    def lr_factor(self, step: int) -> float:
+        """(1 - t / T)^power within each stage (t, T: the step in and the length of the stage)."""
+        m = self.model.cfg
+        s1 = m.stage1_steps(self.cfg.steps)
+        t, T = (step, s1) if step < s1 else (step - s1, max(self.cfg.steps - s1, 1))
+        return max(0.0, 1.0 - t / T) ** m.lr_power if m.lr_power else 1.0
+
+    def discriminator_step(self, step: int) -> bool:
+        """Stage 1: every step; stage 2: one D step per g_steps G steps (the code's G_update)."""
+        if self.stage(step) == 1:
+            return True
+        return (step - self.model.cfg.stage1_steps(self.cfg.steps)) % self.model.cfg.g_steps == 0
+
+    def generator_terms(self, batch, step: int, gen: torch.Generator):
+        xa, xb = batch["label"], batch["exemplar"]
+        m = self.model.cfg
+        stage = self.stage(step)
+        out = self.G(xa, xb, stage=stage, gen=gen)
+        terms: Dict[str, torch.Tensor] = {}
+        if stage == 1:
+            if self.on("adv"):
+                terms["adv"] = _lsgan(self.D("d1_a")(out["recon_a"]), 1.0) + _lsgan(self.D("d1_b")(out["recon_b"]), 1.0)
+            terms["recon"] = F.l1_loss(out["recon_a"], xa) + F.l1_loss(out["recon_b"], xb)
+            terms["kl"] = out["za"].square().mean() + out["zb"].square().mean()
+            visuals = dict(label=xa, exemplar=xb, fake=out["recon_a"], image=xa, fake_a=out["recon_a"],
+                           fake_b=out["recon_b"], stage=1)
+            # stage 1 keeps the UNIT VAE-GAN weights whatever stage 2's are set to
+            w = dict(adv=self.weights.get("adv", 10.0), recon=100.0, kl=0.1)
+            return sum(w[k] * v for k, v in terms.items()), terms, visuals
+        if self.on("adv"):
+            terms["adv"] = _lsgan(self.D("d2_b")(out["x_ab"]), 1.0) + _lsgan(self.D("d2_a")(out["x_ba"]), 1.0)
+        if self.on("kl"):
+            terms["kl"] = out["za"].square().mean() + out["zb"].square().mean()
+        if self.on("recon"):
+            terms["recon"] = F.l1_loss(out["x_aa"], xa) + F.l1_loss(out["x_bb"], xb)
+        if self.on("kl_cycle"):
+            terms["kl_cycle"] = out["z_aba"].square().mean() + out["z_bab"].square().mean()
+        if self.on("cycle"):
+            terms["cycle"] = F.l1_loss(out["x_aba"], xa) + F.l1_loss(out["x_bab"], xb)
+        if self.vgg is not None and (self.on("style") or self.on("content")):
+            layers, l2 = m.vgg_layers, m.vgg_l2_normalize
+            with torch.no_grad():
+                pa, pb = _vgg_maps(self.vgg, xa, layers, l2), _vgg_maps(self.vgg, xb, layers, l2)
+            pab, pba = _vgg_maps(self.vgg, out["x_ab"], layers, l2), _vgg_maps(self.vgg, out["x_ba"], layers, l2)
+            if self.on("content"):   # linear weights i / n over the layers used, deeper = heavier
+                n = len(layers)
+                terms["content"] = sum((i + 1) / n * (F.l1_loss(pab[l], pa[l]) + F.l1_loss(pba[l], pb[l]))
+                                       for i, l in enumerate(layers))
+            if self.on("style"):
+                terms["style"] = sum(F.l1_loss(_gram(pab[l]), _gram(pb[l])) + F.l1_loss(_gram(pba[l]), _gram(pa[l]))
+                                     for l in layers)
+        visuals = dict(label=xa, exemplar=xb, fake=out["x_ab"], image=batch.get("image", xa), fake_a=out["x_ba"],
+                       fake_b=out["x_ab"], stage=2)
+        return self.total(terms), terms, visuals
+
+    def discriminator_terms(self, visuals, step: int):
+        xa, xb = visuals["label"], visuals["exemplar"]
+        fake_a, fake_b = visuals["fake_a"], visuals["fake_b"]
+        da, db = ("d1_a", "d1_b") if visuals["stage"] == 1 else ("d2_a", "d2_b")
+        w = self.weights.get("adv", 10.0)
+        loss_a = 0.5 * (_lsgan(self.D(da)(xa), 1.0) + _lsgan(self.D(da)(fake_a.detach()), 0.0))
+        loss_b = 0.5 * (_lsgan(self.D(db)(xb), 1.0) + _lsgan(self.D(db)(fake_b.detach()), 0.0))
+        return w * (loss_a + loss_b), {"a": loss_a, "b": loss_b}
+
+
+# ---- registry entry --------------------------------------------------------------------------------
+
+def run(model: EGSCIT, label, exemplar, exemplar_label=None, visuals=(), direction: str = "a2b") -> dict:
+    return dict(fake=model(label, exemplar, direction))
+
+
+def protocol(payload, dataset, device, limit: int = 1000) -> Dict[str, object]:
+    """The data source's own protocol in both directions, when it has one (mnist-single)."""
+    metrics = getattr(dataset, "protocol_metrics", None)
+    if metrics is None:
+        return {}
+    from ..checkpoint import build_model, load_weights
+    model = build_model("egscit", payload["model_config"])
+    load_weights(model, payload["generator"], "checkpoint")
+    model.to(device).eval()
+    torch.manual_seed(0)   # test_noise draws
+    res = metrics(lambda d, x, ex: model(x, ex, d), device=device, limit=limit)
+    from ..data.mnist_single import format_protocol
+    return {**res, "_text": format_protocol(res)}
+
+
+PRESETS = {
+    # MNIST-Single as the official scripts: 28 px, n_1 = 1 (no downsampling), ngf 64, 3 + 1 blocks a side,
+    # n_dis 4, bs 8, Adam 1e-5 (0.5, 0.999), G_update 5, lambda_s 1e3 / lambda_c 1e1; stage 1 a fifth
+    "egscit-paper": dict(
+        model="egscit", dataset="mnist-single", size=28, batch_size=8, lr_g=1e-5, lr_d=1e-5, betas=(0.5, 0.999),
+        supervision="unpaired", steps=75_000, train_length=4000,
+        model_options=dict(width=64, downsamples=0, enc_blocks=3, gen_blocks=3, disc_width=64, disc_layers=4),
+    ),
+    # 10 CPU minutes of MNIST-Single (spec (g)): ngf 32, one block each side, n_dis 3, relu1_1 .. relu3_1,
+    # lr 1e-4 (1e-5 does not move in the time box)
+    "egscit-mnist-single": dict(
+        model="egscit", dataset="mnist-single", size=28, batch_size=8, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999),
+        supervision="unpaired", steps=3000, train_length=4000,
+        model_options=dict(width=32, downsamples=0, enc_blocks=1, gen_blocks=1, disc_width=32, disc_layers=3,
+                           vgg_layers=("relu1_1", "relu2_1", "relu3_1")),
+        checkpoint_every=250, image_every=250,
+    ),
+    # 10 CPU minutes of the 64 px synthetic two-domain task: n_1 = 3 (64 -> 16), ngf 16
+    "egscit-cpu64": dict(
+        model="egscit", dataset="synthetic-domains", size=64, batch_size=8, lr_g=1e-4, lr_d=1e-4,
+        betas=(0.5, 0.999), supervision="unpaired", steps=2000,
+        model_options=dict(width=16, downsamples=2, enc_blocks=1, gen_blocks=1, disc_width=32, disc_layers=3,
+                           vgg_layers=("relu1_1", "relu2_1", "relu3_1")),
+        checkpoint_every=250, image_every=250,
+    ),
+}
+
+SPEC = register_model(ModelSpec(
+    name="egscit",
+    config=EGSCITConfig,
+    generator=EGSCIT,
+    objective=EGSCITObjective,
+    supervision=("unpaired",),
+    unpaired_supervision="unpaired",
+    run=run,
+    needs_exemplar_label=lambda cfg: False,
+    size_multiple=lambda cfg: 2 ** cfg.downsamples,
+    presets=PRESETS,
+    image_input=True,
+    directions=("a2b", "b2a"),
+    extra_metrics=protocol,
+    description="EGSC-IT (Ma et al. 2019): UNIT two-domain VAE-GANs with feature masks and exemplar AdaIN from "
+                "frozen stage-1 features; unpaired",
+))
