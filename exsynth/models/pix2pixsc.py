@@ -373,12 +373,15 @@ PRESETS = {
         model_options=dict(width=64, downsamples=4, blocks=9, disc_layers=4),
     ),
     # 10 CPU minutes at 64 px (spec (g)): c7s1-16, d32 .. d128, R128 x 3; 34x34 PatchGANs of width 32;
-    # batch 4; relu1_1 .. relu3_1 at native size. L_SC in the code's form: the paper's sums make a
-    # consistent pair's loss 10^4-10^5 times an inconsistent one's (spec (g)).
+    # batch 4; relu1_1 .. relu3_1 at native size; the paper's L_SC. Data: consistent frames anywhere in
+    # the clip (the official script's rule; within 10 frames the slow synthetic motion lets G copy the
+    # exemplar, measured: 11.1 dB vs 12.4 dB after 1000 steps) with faster motion, and half of the
+    # exemplars from the photo's own clip (the script's 0.3 leaves too few reconstruction targets).
     "pix2pixsc-cpu64": dict(
         model="pix2pixsc", dataset="synthetic-video", size=64, batch_size=4, lr_g=2e-4, lr_d=2e-4,
         betas=(0.5, 0.999), supervision="pair", disc_width=32, steps=3000, lr_decay_steps=0.5,
-        model_options=dict(width=16, downsamples=3, blocks=3, disc_layers=3, sc_loss="code",
+        data_options=dict(window=29, speed=1.5, spin=0.05, same_clip_probability=0.5),
+        model_options=dict(width=16, downsamples=3, blocks=3, disc_layers=3,
                            sc_layers=("relu1_1", "relu2_1", "relu3_1")),
         checkpoint_every=250, image_every=250,
     ),

