@@ -17,7 +17,8 @@ Read top-down as the paper's Fig. 3:
    decays its learning rate polynomially (power 0.9) to 0; G steps per D step as the code (5).
 
 Where the paper and the official TensorFlow code (github charliememory/EGSC-IT) differ, the
-paper's choice is the default and the code's one option away: `adain` (see `adain`), and
+paper's choice is the default and the code's one option away: `adain` (the paper's and the
+code's forms selectable; the default is standard AdaIN, chosen by measurement, see the config), and
 `test_noise` (the code keeps adding z's noise at test time). The code's L2 normalisation of the
 VGG maps over space (`vgg_l2_normalize`) is not in the paper; it is on, as in the code, because
 the Gram weights of Table 6 assume it. No normalisation layers in E, G, F (the scripts' norm None).
@@ -54,7 +55,11 @@ class EGSCITConfig:
     adain: "paper" (Eq. 1-2 as written: scale var(f), shift mean(f), dividing by var(c)), "code"
         (the shipped code: scale mean(f), shift var(f), dividing by var(c)) or "standard"
         (scale std(f), shift mean(f), dividing by std(c)); an eps of 1e-5 guards every division
-        (the code has none, and a constant channel would divide by zero).
+        (the code has none, and a constant channel would divide by zero). Default "standard",
+        by measurement: egscit-mnist-single for 600 steps, 200 test pairs, A->B / B->A SSIM
+        (7x7) and colour accuracy: standard 0.320 / 0.327, 81.3 % / 87.8 %; paper 0.328 / 0.234,
+        78.4 % / 85.6 %; code 0.187 / 0.137, 36.7 % / 64.9 % (variances as scale and shift
+        swing with the feature magnitude; standard deviations keep AdaIN scale-consistent).
     feature_mask: apply the feature mask (False: the paper's "w/o feature mask" ablation).
     use_adain: apply AdaIN (False: "w/o AdaIN").
     test_noise: add z's N(0, 1) noise at test time too (the code); False: the mean.
@@ -72,7 +77,7 @@ class EGSCITConfig:
     enc_blocks: int = 3
     gen_blocks: int = 3
     eta: float = 0.5
-    adain: str = "paper"
+    adain: str = "standard"
     feature_mask: bool = True
     use_adain: bool = True
     test_noise: bool = False
@@ -445,7 +450,7 @@ PRESETS = {
     # lr 1e-4 (1e-5 does not move in the time box)
     "egscit-mnist-single": dict(
         model="egscit", dataset="mnist-single", size=28, batch_size=8, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999),
-        supervision="unpaired", steps=3000, train_length=4000,
+        supervision="unpaired", steps=2500, train_length=4000,
         model_options=dict(width=32, downsamples=0, enc_blocks=1, gen_blocks=1, disc_width=32, disc_layers=3,
                            vgg_layers=("relu1_1", "relu2_1", "relu3_1")),
         checkpoint_every=250, image_every=250,
