@@ -56,6 +56,7 @@ class SyntheticDomainsDataset(Dataset):
         self.base = SyntheticExemplarDataset(size, num_classes=self.opts.classes, length=length, split=split, seed=seed,
                                              textures=tuple(self.opts.textures), cache=split == "train")
         self.style_a = palette_style(self.opts.classes)
+        self.num_classes = int(self.opts.classes)   # of "label_index" (the class-mean baseline reads it)
 
     def __len__(self) -> int:
         return len(self.base)
