@@ -546,5 +546,11 @@ def test_linear_lr_decay_over_the_last_steps_and_on_resume(tmp_path):
     for key, opt in tr.optimizers.items():
         base = cfg.lr_g if tr.roles[key] == "g" else cfg.lr_d
         assert opt.param_groups[0]["lr"] == pytest.approx(base * 0.5)     # the rate of the last step (3)
-    with pytest.raises(ValueError, match="lr_decay_steps must be None or 1..steps \\(4\\), got 5"):
+    with pytest.raises(ValueError, match="lr_decay_steps must be None, a fraction in \\(0, 1\\) or a whole number of "
+                                         "steps 1..steps \\(4\\), got 5"):
         tiny_cfg(tmp_path, steps=4, lr_decay_steps=5)
+    with pytest.raises(ValueError, match="got 2.5"):
+        tiny_cfg(tmp_path, steps=4, lr_decay_steps=2.5)
+    # a fraction of the run: the schedule follows --steps
+    half = tiny_cfg(tmp_path, steps=8, lr_decay_steps=0.5)
+    assert half.decay_steps() == 4 and [half.lr_factor(s) for s in (3, 4, 7)] == [1.0, 1.0, 0.25]
