@@ -173,6 +173,8 @@ def train(args) -> int:
         raise UsageError(f"training diverged: {e} ({last})") from None
     if trainer.ctx.is_main:
         print(json.dumps(summary))
+    from exsynth.train.distributed import shutdown
+    shutdown()
     return 0
 
 

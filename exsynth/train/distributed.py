@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "context_from_env", "init_process_group", "parameter_digest", "all_true", "gather_strings",
+__all__ = ["DistContext", "context_from_env", "init_process_group", "shutdown", "parameter_digest", "all_true", "gather_strings",
            "mean_over_processes"]
 
 
@@ -51,6 +51,15 @@ def context_from_env() -> DistContext:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} / WORLD_SIZE={world} from the environment are inconsistent")
     return DistContext(rank, world, local)
+
+
+def shutdown() -> None:
+    """Leave the process group together: a barrier, then destroy it. A process that exits with
+    the group alive tears its communication threads down at interpreter exit, which can abort
+    it ("terminate called without an active exception") while another rank still talks."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def init_process_group(ctx: DistContext, device: torch.device) -> None:
