@@ -219,3 +219,25 @@ def test_tv_forms():
     # squared: per image 2 vertical and 2 horizontal unit steps over 6 / 6 differences, x 2 / B
     assert tv_loss(x, "squared").item() == pytest.approx(2 * (2 * 2 / 6 + 2 * 2 / 6) / 2, rel=1e-6)
     assert tv_loss(x).item() == pytest.approx(4 / 12 + 4 / 12, rel=1e-6)
+
+
+def test_match_cache_stays_within_its_budget():
+    from exsynth.models.segin import SEGINObjective
+    from exsynth.train import TrainConfig
+    one = 3 * 32 * 32 * 4                                    # bytes of one W at 32 px
+    cfg = TrainConfig(model="segin", dataset="synthetic-edges", size=32, num_classes=1, disc_width=4)
+    torch.manual_seed(0)
+    m = SEGIN(SEGINConfig(label_channels=1, width=4, downsamples=2, match_layer="relu3_1",
+                          match_cache_mb=2.5 * one / 2 ** 20))    # room for two
+    obj = SEGINObjective(m, {**cfg.loss_weights(), "feat": 0.0}, "self", cfg)
+    x, r = _edges(4, 32)
+    direct = m.matcher(x, r)["aux"]
+    for start in range(0, 4, 2):
+        got = obj._warp({"index": torch.tensor([start, start + 1])}, x[start:start + 2], r[start:start + 2])
+        torch.testing.assert_close(got, direct[start:start + 2])
+        assert obj._cache_bytes <= 2.5 * one and len(obj._warp_cache) == 2
+    assert list(obj._warp_cache) == [2, 3]                  # the least recently used went first
+    # a cached W is what the matcher gives
+    torch.testing.assert_close(obj._warp({"index": torch.tensor([3])}, x[3:], r[3:]), direct[3:])
+    with pytest.raises(ValueError, match="match_cache_mb must be >= 0"):
+        SEGINConfig(label_channels=1, match_cache_mb=-1)

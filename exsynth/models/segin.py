@@ -26,6 +26,7 @@ the paper does not say), `test_batch_stats` (the code never calls eval()). The c
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -75,6 +76,9 @@ class SEGINConfig:
         never calls eval()).
     vgg_path: VGG19 weights for the semantic match (None: random init, with a warning: the match
         is then not semantic).
+    match_cache_mb: memory for training's cache of W(x, y) per sample (the code precomputes them
+        all offline; at 256 px one W is 0.75 MiB, 39 GB for edges2shoes' 50k), least recently
+        used first out; 0: no cache (each W recomputed when drawn).
     """
 
     label_channels: int
@@ -90,6 +94,7 @@ class SEGINConfig:
     label_flip_steps: Optional[int] = None
     test_batch_stats: bool = False
     vgg_path: Optional[str] = None
+    match_cache_mb: float = 1024.0
 
     def __post_init__(self):
         if self.label_channels < 1 or self.width < 1:
@@ -103,6 +108,8 @@ class SEGINConfig:
             raise ValueError(f"SEGIN: feature_loss must be 'l1' or 'mse', got {self.feature_loss!r}")
         if self.tv_loss not in ("isotropic", "squared"):
             raise ValueError(f"SEGIN: tv_loss must be 'isotropic' or 'squared', got {self.tv_loss!r}")
+        if self.match_cache_mb < 0:
+            raise ValueError(f"SEGIN: match_cache_mb must be >= 0, got {self.match_cache_mb}")
         if self.label_flip_steps is not None and self.label_flip_steps < 1:
             raise ValueError(f"SEGIN: label_flip_steps must be None or >= 1, got {self.label_flip_steps}")
 
@@ -437,7 +444,8 @@ class SEGINObjective(Objective):
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
-        self._warp_cache: Dict[int, torch.Tensor] = {}
+        self._warp_cache: "OrderedDict[int, torch.Tensor]" = OrderedDict()
+        self._cache_bytes = 0
 
     def build_discriminators(self):
         if not self.on("adv"):
@@ -452,17 +460,30 @@ class SEGINObjective(Objective):
         return 1.0, 0.0
 
     def _warp(self, batch, label, image) -> torch.Tensor:
-        """W(x, y), cached per sample index (the code precomputes it once, offline)."""
+        """W(x, y), cached per sample index (the code precomputes it once, offline) within
+        match_cache_mb, least recently used out first."""
         idx = batch.get("index")
-        if idx is None or not torch.is_tensor(idx):
+        budget = self.model.cfg.match_cache_mb * 2 ** 20
+        if idx is None or not torch.is_tensor(idx) or budget <= 0:
             return self.model.matcher(label, image)["aux"]
         keys = [int(i) for i in idx]
-        missing = [j for j, k in enumerate(keys) if k not in self._warp_cache]
+        cache = self._warp_cache
+        missing = [j for j, k in enumerate(keys) if k not in cache]
+        fresh = {}
         if missing:
             w = self.model.matcher(label[missing], image[missing])["aux"]
-            for j, wj in zip(missing, w):
-                self._warp_cache[keys[j]] = wj.detach()
-        return torch.stack([self._warp_cache[k] for k in keys]).to(image.device)
+            fresh = {keys[j]: wj.detach() for j, wj in zip(missing, w)}
+        out = torch.stack([fresh[k] if k in fresh else cache[k] for k in keys]).to(image.device)
+        for k in keys:
+            if k in cache:
+                cache.move_to_end(k)
+        for k, wj in fresh.items():
+            cache[k] = wj
+            self._cache_bytes += wj.numel() * wj.element_size()
+        while self._cache_bytes > budget and cache:
+            _, old = cache.popitem(last=False)
+            self._cache_bytes -= old.numel() * old.element_size()
+        return out
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         label, image = batch["label"], batch["image"]
