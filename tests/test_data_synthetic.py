@@ -323,3 +323,16 @@ def test_dataloader_workers_give_identical_batches():
         assert b0["split"] == b1["split"] == ["train"] * 4
     assert runs[0][0]["image"].shape == (4, 3, 32, 32)
     assert torch.equal(runs[0][1]["image"][2], ds[6]["image"])
+
+
+def test_background_class_is_the_layouts_own():
+    """synthetic-edges' foreground mask excludes exactly the class the layout was painted on,
+    even where shapes cover most of the border (a guess from the border would fail there)."""
+    from exsynth.data.synthetic import _STREAM_INPUT, SyntheticEdgeView
+    ds = SyntheticExemplarDataset(32, num_classes=6, length=40, seed=5, radius=(0.3, 0.6))
+    view = SyntheticEdgeView(ds)
+    for i in range(40):
+        plain = sample_layout(ds._rng(_STREAM_INPUT, i), ds.size, 6, num_shapes=(0, 0))
+        assert ds.background(i) == int(plain[0, 0])
+        s = view[i]
+        assert torch.equal(s["mask"][0] > 0, s["label_index"] != ds.background(i))

@@ -532,6 +532,10 @@ class SyntheticExemplarDataset(Dataset):
         rng = self._rng(_STREAM_STYLE, self.style_id(index))
         return sample_style(rng, self.num_classes, self.size, self.textures)
 
+    def background(self, index: int) -> int:
+        """The input layout's background class: `sample_layout`'s first draw from its stream."""
+        return int(self._rng(_STREAM_INPUT, self._index(index)).integers(0, self.num_classes))
+
     def layouts(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """(input layout, exemplar layout) of sample `index`, (H, W) int64 each."""
         i = self._index(index)
@@ -627,18 +631,12 @@ class SyntheticEdgesOptions(SyntheticOptions):
     classes: int = 6
 
 
-def _background_class(label_index: torch.Tensor) -> int:
-    """The layout's background: the most common class on the image border (shapes are painted
-    over one background class; they rarely cover most of the border)."""
-    border = torch.cat([label_index[0], label_index[-1], label_index[:, 0], label_index[:, -1]])
-    return int(torch.bincount(border).argmax())
-
-
 class SyntheticEdgeView(Dataset):
     """A synthetic dataset with the input and the exemplar's label replaced by their class
     boundaries (1, H, W) in {0, 1} (`edge_map`): a sketch-like input with exact ground truth.
     "label_index" stays (the class-mean baseline knows the classes, which the input does not
-    show) and "mask" is the foreground in {-1, 1}: everything but the background class."""
+    show) and "mask" is the foreground in {-1, 1}: everything but the layout's background
+    class (exact: the class its generator painted first, not a guess from the border)."""
 
     def __init__(self, base: SyntheticExemplarDataset):
         self.base = base
@@ -653,7 +651,7 @@ class SyntheticEdgeView(Dataset):
         lab = s["label_index"]
         s["label"] = s.pop("edges")
         s["exemplar_label"] = edge_map(s["exemplar_label_index"])
-        s["mask"] = ((lab != _background_class(lab)).float() * 2 - 1)[None]
+        s["mask"] = ((lab != self.base.background(int(index))).float() * 2 - 1)[None]
         return s
 
 
