@@ -201,3 +201,18 @@ def test_ddp_iterable_source_running_out_on_one_rank_stops_all(tmp_path):
                        "--out", str(tmp_path / "r"), "--quiet"]
     s = _summary(_run(cmd))
     assert s["step"] == 2 and s["stopped"] == "data" and s["ranks_identical"] is True
+
+
+@pytest.mark.parametrize("model,args", [
+    ("egscit", ["--dataset", "synthetic-domains", "--size", "16", "--option", "width=4", "--option", "enc_blocks=1",
+                "--option", "gen_blocks=1", "--option", "disc_layers=2", "--option", "stage1=1", "--option", "g_steps=1"]),
+    ("pix2pixsc", ["--dataset", "synthetic-video", "--size", "16", "--num-classes", "4", "--option", "width=4",
+                   "--option", "downsamples=2", "--option", "blocks=1", "--option", "disc_layers=2"]),
+])
+def test_ddp_two_domain_and_video_models(tmp_path, model, args):
+    """EGSC-IT across its stage switch (stage 1's networks idle in stage 2, four discriminators)
+    and pix2pixSC with its two discriminators train under DDP, every rank ending identical."""
+    s = _summary(_run(_torchrun() + ["--model", model, "--batch-size", "4", "--steps", "3", "--train-length", "8",
+                                     "--allow-random-vgg", "--disc-width", "4", "--threads", "1", "--quiet",
+                                     "--out", str(tmp_path / "r")] + args))
+    assert s["step"] == 3 and s["world_size"] == 2 and s["ranks_identical"] is True

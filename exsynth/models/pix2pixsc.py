@@ -236,6 +236,7 @@ class Pix2PixSCObjective(Objective):
     default_weights = dict(adv=1.0, sc_adv=10.0, sc=10.0)
     vgg_losses = ("sc",)
     gan_losses = ("adv", "sc_adv")
+    ddp_find_unused_parameters = False   # every generator parameter is used at every step
 
     def build_discriminators(self):
         m, c = self.model.cfg, self.cfg
