@@ -150,13 +150,26 @@ def train(args) -> int:
     cfg, given = _train_config(args)
     try:
         if args.resume is None:
-            trainer = Trainer(cfg, quiet=args.quiet, overwrite=args.overwrite)
+            trainer = Trainer(cfg, quiet=args.quiet, overwrite=args.overwrite or args.dry_run)
         else:  # the checkpoint's configuration; flags may change only RESUMABLE_FIELDS
             path = Path(args.resume) if args.resume != "latest" else Path(cfg.out) / "checkpoints" / "latest.pt"
             trainer = Trainer.resume(path, given, quiet=args.quiet)
     except (ValueError, TypeError, OSError, ImageError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     cfg = trainer.cfg
+    if args.dry_run:
+        try:
+            plan = trainer.dry_run()
+        except (ImageError, ValueError, OSError) as e:
+            raise UsageError(str(e)) from None
+        mib = plan["activation_bytes_per_sample"] / 2 ** 20
+        print(json.dumps(plan["config"], indent=2))
+        print(f"{cfg.model}, {plan['supervision']} supervision: "
+              + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in plan["parameters"].items()) + " trainable parameters",
+              file=sys.stderr)
+        print(f"activations saved for one generator step: {mib:.1f} MiB per sample "
+              f"(x {cfg.batch_size // trainer.ctx.world_size} per process at this batch)", file=sys.stderr)
+        return 0
     n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     if not trainer.quiet:
         procs = f", {trainer.ctx.world_size} processes" if trainer.ctx.enabled else ""
@@ -794,7 +807,7 @@ def _add_train_parser(sub, model_name, source_name):
     p.add_argument("--preset", help="a named configuration (" + ", ".join(PRESETS) + ")")
     p.add_argument("--config", help="TOML or JSON file of training options")
     taken = {"--preset", "--config", "--threads", "--option", "--loss", "--data-option", "--resume", "--overwrite",
-             "--quiet", "-h", "--help"}
+             "--dry-run", "--quiet", "-h", "--help"}
     g = p.add_argument_group("training options (exsynth.train.TrainConfig)")
     train_dests = add_dataclass_flags(g, TrainConfig, field_docs(TrainConfig), taken=taken)
     model_dests, data_dests = {}, {}
@@ -814,6 +827,9 @@ def _add_train_parser(sub, model_name, source_name):
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue a run (default: OUT/checkpoints/latest.pt)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that holds a run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved options, parameter counts and the activation memory of one sample's "
+                        "generator step; train and write nothing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=train, train_dests=train_dests, model_dests=model_dests, data_dests=data_dests)
 

@@ -1,5 +1,6 @@
 """Trainer, checkpoints, metrics and the CLI on tiny configurations."""
 import json
+import re
 import math
 import os
 import subprocess
@@ -554,3 +555,21 @@ def test_linear_lr_decay_over_the_last_steps_and_on_resume(tmp_path):
     # a fraction of the run: the schedule follows --steps
     half = tiny_cfg(tmp_path, steps=8, lr_decay_steps=0.5)
     assert half.decay_steps() == 4 and [half.lr_factor(s) for s in (3, 4, 7)] == [1.0, 1.0, 0.25]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--model", "cocosnet", "--num-classes", str(K), "--batch-size", "2", "--train-length", "4",
+            "--out", str(out), "--dry-run", "--allow-random-vgg"] + [a for k, v in TINY["cocosnet"].items()
+                                                for a in ("--option", f"{k}={str(v).lower()}")]
+    sizes = {}
+    for size in (32, 64):
+        assert cli.main(base + ["--size", str(size)]) == 0
+        captured = capsys.readouterr()
+        cfg = json.loads(captured.out)
+        assert cfg["size"] == size and cfg["model"] == "cocosnet"
+        assert "trainable parameters" in captured.err
+        sizes[size] = float(re.search(r"activations saved for one generator step: ([0-9.]+) MiB", captured.err).group(1))
+    assert not out.exists()
+    # activations grow with the pixels: about 4x from 32 to 64 px
+    assert 3.0 < sizes[64] / sizes[32] < 5.0, sizes

@@ -376,6 +376,45 @@ class Trainer:
         self._visuals = visuals
         return logs
 
+    # ---- dry run ------------------------------------------------------------------------------
+
+    def dry_run(self) -> Dict[str, Any]:
+        """What a run would be, without training or writing anything: the resolved config, the
+        trainable parameters of the generator and each discriminator, and the activation memory
+        one sample costs: the bytes autograd saves for the backward of one generator step on
+        one sample of the data at the run's size (distinct storages, counted once each), the
+        larger of the first and the last step (a schedule may switch terms or stages on)."""
+        count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+        parameters = dict(generator=count(self.model), **{name: count(d) for name, d in self.discriminators.items()})
+        if isinstance(self.dataset, IterableDataset):
+            sample = next(iter(self.dataset))
+        else:
+            sample = self.dataset[DrawIndex(0, 0)]
+        batch = {k: (v.unsqueeze(0).to(self.device) if isinstance(v, torch.Tensor) else [v])
+                 for k, v in sample.items()}
+        self.model.train()
+        self.discriminators.requires_grad_(False)
+        # weights autograd saves (a conv keeps its weight) are not activations
+        modules = [self.model, self.discriminators] + ([self.objective.vgg] if self.objective.vgg is not None else [])
+        weights = {t.untyped_storage().data_ptr() for m in modules for t in [*m.parameters(), *m.buffers()]}
+        saved = []
+        for step in sorted({0, self.cfg.steps - 1}):
+            seen: Dict[Any, int] = {}
+
+            def pack(t, seen=seen):
+                st = t.untyped_storage()
+                if st.data_ptr() not in weights:
+                    seen[(st.data_ptr(), str(st.device))] = st.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self._autocast():
+                total, _, _ = self.objective.generator_terms(batch, step, self._generator())
+            del total
+            saved.append(sum(seen.values()))
+        self.discriminators.requires_grad_(True)
+        return dict(config=self.cfg.to_dict(), supervision=self.supervision, parameters=parameters,
+                    activation_bytes_per_sample=int(max(saved)))
+
     # ---- the loop ----------------------------------------------------------------------------
 
     def _writer(self):
