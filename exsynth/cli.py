@@ -328,11 +328,13 @@ def synthesize_cmd(args) -> int:
     for flag, visual in (("--warped", "warped"), ("--correspondence", "correspondence")):
         if getattr(args, visual) and visual not in visuals_of(model):
             raise UsageError(f"{flag}: the {payload['model']} model has no {visual} picture")
+    from exsynth.inference import direction_options
     from exsynth.registry import spec_of
     spec = spec_of(model)
-    if args.direction is not None and args.direction not in spec.directions:
-        raise UsageError(f"--direction {args.direction}: the {payload['model']} model translates "
-                         + (f"{' or '.join(spec.directions)}" if spec.directions else "one way only (drop --direction)"))
+    try:   # before any file is read
+        direction_options(model, args.direction)
+    except ValueError as e:
+        raise UsageError(f"--{e}" + ("" if spec.directions else " (drop --direction)")) from None
     jobs = _pairs(args)
     if needs_exl and any(j[3] is None for j in jobs):
         raise UsageError(f"this {payload['model']} checkpoint needs the exemplar's label map: pass --exemplar-label")
@@ -627,7 +629,7 @@ def eval_cmd(args) -> int:
     _print_paper_metrics(suite, {k: v for k, v in scores.items() if k not in ("psnr", "ssim", "lpips")})
     from exsynth.registry import model_spec
     own = model_spec(payload["model"]).extra_metrics
-    extra = dict(own(payload, test, device, limit=n) if own is not None else {})
+    extra = dict(own(model, payload, test, device, limit=n) if own is not None else {})
     text = extra.pop("_text", None)   # a protocol's own table, printed as it is
     if text:
         print(text)

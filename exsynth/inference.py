@@ -17,7 +17,7 @@ from .imageio import tile_rows
 from .registry import spec_of
 from .visuals import coordinate_image
 
-__all__ = ["resolve_device", "synthesize", "coordinate_image", "correspondence_picture", "needs_exemplar_label",
+__all__ = ["resolve_device", "synthesize", "direction_options", "coordinate_image", "correspondence_picture", "needs_exemplar_label",
            "visuals_of"]
 
 
@@ -44,6 +44,18 @@ def _check_inputs(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
                          f"got {tuple(exemplar_label.shape)}")
 
 
+def direction_options(model: nn.Module, direction: Optional[str]) -> Dict[str, str]:
+    """The keyword `run` takes for `direction` (none for None); ValueError when the model does
+    not translate that way."""
+    if direction is None:
+        return {}
+    spec = spec_of(model)
+    if direction not in spec.directions:
+        raise ValueError(f"direction {direction!r}: the {spec.name} model translates "
+                         + (f"in the directions {list(spec.directions)}" if spec.directions else "one way only"))
+    return {"direction": direction}
+
+
 @torch.no_grad()
 def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
                exemplar_label: Optional[torch.Tensor] = None, *, correspondence: bool = False,
@@ -56,12 +68,7 @@ def synthesize(model: nn.Module, label: torch.Tensor, exemplar: torch.Tensor,
     asking for it from a model without one raises ValueError. direction: for a two-domain model,
     one of its spec's `directions` ("a2b", "b2a"; None: the first)."""
     spec = spec_of(model)
-    extra = {}
-    if direction is not None:
-        if direction not in spec.directions:
-            raise ValueError(f"direction {direction!r}: the {spec.name} model translates "
-                             + (f"in the directions {list(spec.directions)}" if spec.directions else "one way only"))
-        extra["direction"] = direction
+    extra = direction_options(model, direction)
     _check_inputs(model, label, exemplar, exemplar_label)
     if spec.needs_exemplar_label(model.cfg) and exemplar_label is None:
         raise ValueError("this model needs the exemplar's label map (exemplar_label)")

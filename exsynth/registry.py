@@ -65,7 +65,8 @@ class ModelSpec:
         or input map: `synthesize` reads it as an image.
     directions: the translation directions `run` takes as `direction=` (the first is the
         default; `synthesize --direction`); empty: one direction, no such argument.
-    extra_metrics(payload, dataset, device, limit): a model's own measurements beside the image
+    extra_metrics(model, payload, dataset, device, limit): the loaded generator's own measurements
+        (payload: its checkpoint, e.g. for a discriminator's state) beside the image
         metrics for `exsynth eval` (name -> float; e.g. a discriminator's accuracy; a "_text"
         entry is printed instead of the name/value lines), or None.
     presets: named TrainConfig dicts (`exsynth train --preset NAME`); the paper-faithful one and

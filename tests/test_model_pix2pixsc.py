@@ -225,6 +225,12 @@ def test_train_synthesize_eval_through_the_cli(tmp_path, capsys):
                      str(tmp_path / "r.png"), "--exemplar-label", str(tmp_path / "rl.png"),
                      "--out", str(tmp_path / "o.png")]) == 0
     assert (tmp_path / "o.png").is_file()
+    capsys.readouterr()
+    # a one-way model refuses --direction, naming it, before reading any file
+    assert cli.main(["synthesize", "--checkpoint", ck, "--input", str(tmp_path / "missing.png"), "--exemplar",
+                     str(tmp_path / "r.png"), "--direction", "b2a", "--out", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--direction 'b2a': the pix2pixsc model translates one way only (drop --direction)" in err
     assert cli.main(["train", "--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 5
 

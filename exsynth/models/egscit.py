@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses.gan import lsgan_loss
 from ..losses.objective import Objective
+from ..nn.blocks import ReflectResBlock
 from ..registry import ModelSpec, register_model
 
 __all__ = ["EGSCITConfig", "EGSCIT", "EGSCITObjective", "EGSCITDiscriminator", "adain", "feature_mask", "PRESETS"]
@@ -117,16 +119,9 @@ class EGSCITConfig:
 
 # ---- building blocks ---------------------------------------------------------------------------
 
-class _ResBlock(nn.Module):
-    """pad-conv3-ReLU-pad-conv3, + x (no normalisation, no activation after the add)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.ReLU(True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3))
-
-    def forward(self, x):
-        return x + self.body(x)
+def _ResBlock(ch: int) -> nn.Module:
+    """pad-conv3-ReLU-pad-conv3, + x: no normalisation (the scripts' norm None)."""
+    return ReflectResBlock(ch, instance_norm=False)
 
 
 def _encoder(cfg: EGSCITConfig) -> nn.Sequential:
@@ -324,9 +319,6 @@ def _gram(f: torch.Tensor) -> torch.Tensor:
     return v @ v.transpose(1, 2) / (h * w)
 
 
-def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
-    return ((pred - target) ** 2).mean()
-
 
 class EGSCITObjective(Objective):
     """Eq. 3-5 with UNIT's weights. Stage 1 (steps < stage1): per domain a VAE-GAN on F_X and a
@@ -373,7 +365,8 @@ class EGSCITObjective(Objective):
         terms: Dict[str, torch.Tensor] = {}
         if stage == 1:
             if self.on("adv"):
-                terms["adv"] = _lsgan(self.D("d1_a")(out["recon_a"]), 1.0) + _lsgan(self.D("d1_b")(out["recon_b"]), 1.0)
+                terms["adv"] = (lsgan_loss(self.D("d1_a")(out["recon_a"]), True)
+                                + lsgan_loss(self.D("d1_b")(out["recon_b"]), True))
             terms["recon"] = F.l1_loss(out["recon_a"], xa) + F.l1_loss(out["recon_b"], xb)
             terms["kl"] = out["za"].square().mean() + out["zb"].square().mean()
             visuals = dict(label=xa, exemplar=xb, fake=out["recon_a"], image=xa, fake_a=out["recon_a"],
@@ -382,7 +375,7 @@ class EGSCITObjective(Objective):
             w = dict(adv=self.weights.get("adv", 10.0), recon=100.0, kl=0.1)
             return sum(w[k] * v for k, v in terms.items()), terms, visuals
         if self.on("adv"):
-            terms["adv"] = _lsgan(self.D("d2_b")(out["x_ab"]), 1.0) + _lsgan(self.D("d2_a")(out["x_ba"]), 1.0)
+            terms["adv"] = lsgan_loss(self.D("d2_b")(out["x_ab"]), True) + lsgan_loss(self.D("d2_a")(out["x_ba"]), True)
         if self.on("kl"):
             terms["kl"] = out["za"].square().mean() + out["zb"].square().mean()
         if self.on("recon"):
@@ -412,8 +405,8 @@ class EGSCITObjective(Objective):
         fake_a, fake_b = visuals["fake_a"], visuals["fake_b"]
         da, db = ("d1_a", "d1_b") if visuals["stage"] == 1 else ("d2_a", "d2_b")
         w = self.weights.get("adv", 10.0)
-        loss_a = 0.5 * (_lsgan(self.D(da)(xa), 1.0) + _lsgan(self.D(da)(fake_a.detach()), 0.0))
-        loss_b = 0.5 * (_lsgan(self.D(db)(xb), 1.0) + _lsgan(self.D(db)(fake_b.detach()), 0.0))
+        loss_a = 0.5 * (lsgan_loss(self.D(da)(xa), True) + lsgan_loss(self.D(da)(fake_a.detach()), False))
+        loss_b = 0.5 * (lsgan_loss(self.D(db)(xb), True) + lsgan_loss(self.D(db)(fake_b.detach()), False))
         return w * (loss_a + loss_b), {"a": loss_a, "b": loss_b}
 
 
@@ -423,15 +416,12 @@ def run(model: EGSCIT, label, exemplar, exemplar_label=None, visuals=(), directi
     return dict(fake=model(label, exemplar, direction))
 
 
-def protocol(payload, dataset, device, limit: int = 1000) -> Dict[str, object]:
+def protocol(model: EGSCIT, payload, dataset, device, limit: int = 1000) -> Dict[str, object]:
     """The data source's own protocol in both directions, when it has one (mnist-single)."""
     metrics = getattr(dataset, "protocol_metrics", None)
     if metrics is None:
         return {}
-    from ..checkpoint import build_model, load_weights
-    model = build_model("egscit", payload["model_config"])
-    load_weights(model, payload["generator"], "checkpoint")
-    model.to(device).eval()
+    model.eval()
     torch.manual_seed(0)   # test_noise draws
     res = metrics(lambda d, x, ex: model(x, ex, d), device=device, limit=limit)
     from ..data.mnist_single import format_protocol

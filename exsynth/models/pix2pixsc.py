@@ -40,11 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses.objective import Objective
-from ..nn.blocks import PatchDiscriminator
+from ..losses.gan import lsgan_loss
+from ..nn.blocks import PatchDiscriminator, ReflectResBlock
 from ..registry import ModelSpec, register_model
 
 __all__ = ["Pix2PixSCConfig", "GlobalGenerator", "Pix2PixSC", "Pix2PixSCObjective", "semantic_consistency_loss",
-           "style_discrimination", "PRESETS"]
+           "style_discriminator", "style_discrimination", "PRESETS"]
 
 _HD_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
 
@@ -120,18 +121,6 @@ class Pix2PixSCConfig:
 
 # ---- 1. the generator --------------------------------------------------------------------------
 
-class _ResBlock(nn.Module):
-    """pix2pixHD's residual block: (reflect pad, conv3, IN, ReLU) x 2 without the last ReLU, + x."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch))
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
 class GlobalGenerator(nn.Module):
     """pix2pixHD's global generator: c7s1-w, d2w .. d(2^n)w, R x blocks, u .. uw, c7s1-out, tanh
     (instance norm without affine parameters, reflection padding)."""
@@ -144,7 +133,7 @@ class GlobalGenerator(nn.Module):
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, chans[0], 7), nn.InstanceNorm2d(chans[0]), nn.ReLU(True)]
         for a, b in zip(chans, chans[1:]):
             layers += [nn.Conv2d(a, b, 3, 2, 1), nn.InstanceNorm2d(b), nn.ReLU(True)]
-        layers += [_ResBlock(chans[-1]) for _ in range(blocks)]
+        layers += [ReflectResBlock(chans[-1]) for _ in range(blocks)]
         for a, b in zip(chans[::-1], chans[-2::-1]):
             layers += [nn.ConvTranspose2d(a, b, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(b), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(chans[0], out_channels, 7), nn.Tanh()]
@@ -212,6 +201,12 @@ def semantic_consistency_loss(fake: Dict[str, torch.Tensor], real: Dict[str, tor
     return total.mean()
 
 
+def style_discriminator(cfg: Pix2PixSCConfig, width: int) -> PatchDiscriminator:
+    """D_SC: a PatchGAN on [image, I] (6 channels), or [x, image, F(I), I] with sc_disc_labels."""
+    return PatchDiscriminator(6 + (2 * cfg.label_channels if cfg.sc_disc_labels else 0), width, cfg.disc_layers,
+                              spectral_norm=False)
+
+
 def style_discrimination(d_sc: nn.Module, image: torch.Tensor, reference: torch.Tensor,
                          label: Optional[torch.Tensor] = None, reference_label: Optional[torch.Tensor] = None
                          ) -> torch.Tensor:
@@ -220,9 +215,6 @@ def style_discrimination(d_sc: nn.Module, image: torch.Tensor, reference: torch.
                                                       reference]
     return d_sc(torch.cat(parts, 1))[-1]
 
-
-def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
-    return ((pred - target) ** 2).mean()
 
 
 class Pix2PixSCObjective(Objective):
@@ -246,8 +238,7 @@ class Pix2PixSCObjective(Objective):
             ds["d_real"] = PatchDiscriminator(k + 3, c.disc_width, m.disc_layers, spectral_norm=False)
         # D_SC trains from step 0 even while L_SCAdv is off for G (the code's schedule)
         if self.on("sc_adv"):
-            ds["d_style"] = PatchDiscriminator(6 + (2 * k if m.sc_disc_labels else 0), c.disc_width, m.disc_layers,
-                                               spectral_norm=False)
+            ds["d_style"] = style_discriminator(m, c.disc_width)
         for d in ds.values():
             _init_normal(d)
         return ds
@@ -289,13 +280,13 @@ class Pix2PixSCObjective(Objective):
         fake = self.G(label, exemplar, exemplar_label)
         terms = {}
         if self.on("adv"):
-            terms["adv"] = _lsgan(self.D("d_real")(torch.cat([label.to(fake.dtype), fake], 1))[-1], 1.0)
+            terms["adv"] = lsgan_loss(self.D("d_real")(torch.cat([label.to(fake.dtype), fake], 1))[-1], True)
         if self.on("sc_adv"):
             mult = m.sc_adv_multiplier(step, self.cfg.steps)
             if mult:
                 lab = (label, exemplar_label) if m.sc_disc_labels else (None, None)
                 pred = style_discrimination(self.D("d_style"), fake, exemplar, lab[0], lab[1])
-                terms["sc_adv"] = mult * _lsgan(pred, 1.0)
+                terms["sc_adv"] = mult * lsgan_loss(pred, True)
         if self.on("sc") and self.vgg is not None:
             with torch.no_grad():
                 real_f = self._vgg_features(photo)
@@ -312,8 +303,8 @@ class Pix2PixSCObjective(Objective):
         if "d_real" in self.discriminators:
             d = self.D("d_real")
             lab = label.to(fake.dtype)
-            terms["real"] = 0.5 * (_lsgan(d(torch.cat([lab, fake], 1))[-1], 0.0)
-                                   + _lsgan(d(torch.cat([lab, photo], 1))[-1], 1.0))
+            terms["real"] = 0.5 * (lsgan_loss(d(torch.cat([lab, fake], 1))[-1], False)
+                                   + lsgan_loss(d(torch.cat([lab, photo], 1))[-1], True))
             loss = loss + terms["real"]
         if "d_style" in self.discriminators:
             d = self.D("d_style")
@@ -324,7 +315,7 @@ class Pix2PixSCObjective(Objective):
             lab_c = (label, label) if m.sc_disc_labels else (None, None)
             c = style_discrimination(d, photo, visuals["consistent"], *lab_c)
             n = style_discrimination(d, photo, visuals["inconsistent"], *lab_c)
-            terms["style"] = 0.5 * (_lsgan(f, 0.0) + _lsgan(n, 0.0) + _lsgan(c, 1.0))
+            terms["style"] = 0.5 * (lsgan_loss(f, False) + lsgan_loss(n, False) + lsgan_loss(c, True))
             loss = loss + terms["style"]
         return loss, terms
 
@@ -335,7 +326,8 @@ def run(model: Pix2PixSC, label, exemplar, exemplar_label=None, visuals=()) -> d
     return dict(fake=model(label, exemplar, exemplar_label if model.cfg.exemplar_label else None))
 
 
-def style_accuracy(payload, dataset, device, limit: int = 200, batch_size: int = 16) -> Dict[str, float]:
+def style_accuracy(model: Pix2PixSC, payload, dataset, device, limit: int = 200,
+                   batch_size: int = 16) -> Dict[str, float]:
     """D_SC's accuracy at telling held-out style-consistent real pairs (photo, a frame of its own
     clip within T) from inconsistent ones (photo, a frame of another clip): a pair is called
     consistent when the mean of D_SC's patch map exceeds 0.5 (the LSGAN targets are 1 and 0).
@@ -343,10 +335,8 @@ def style_accuracy(payload, dataset, device, limit: int = 200, batch_size: int =
     state = payload.get("d_style")
     if state is None or len(dataset) == 0 or "consistent" not in dataset[0]:
         return {}
-    m = Pix2PixSCConfig(**payload["model_config"])
-    tc = payload.get("train_config") or {}
-    d = PatchDiscriminator(6 + (2 * m.label_channels if m.sc_disc_labels else 0), tc.get("disc_width", 64),
-                           m.disc_layers, spectral_norm=False)
+    m = model.cfg
+    d = style_discriminator(m, (payload.get("train_config") or {}).get("disc_width", 64))
     d.load_state_dict(state)
     d.to(device).eval()
     right = {"consistent": 0, "inconsistent": 0}

@@ -15,8 +15,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .normalization import PNSPADE
 
-__all__ = ["maybe_spectral_norm", "SPADE", "SPADEResBlock", "NonLocalBlock", "NonLocalBlock2D", "PatchDiscriminator",
-           "MultiscalePatchDiscriminator", "NORMS"]
+__all__ = ["maybe_spectral_norm", "SPADE", "SPADEResBlock", "ReflectResBlock", "NonLocalBlock", "NonLocalBlock2D",
+           "PatchDiscriminator", "MultiscalePatchDiscriminator", "NORMS"]
 
 NORMS = ("pono", "batch", "instance")
 
@@ -135,6 +135,22 @@ class NonLocalBlock2D(nn.Module):
         v = self.g(pooled).flatten(2).transpose(1, 2)
         y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)[:, 0]
         return x + self.W(y.transpose(1, 2).reshape(B, -1, H, W))
+
+
+class ReflectResBlock(nn.Module):
+    """pix2pixHD's / UNIT's residual block: (reflection pad 1, conv3[, instance norm], ReLU),
+    (reflection pad 1, conv3[, instance norm]), + x, no activation after the add.
+    instance_norm: pix2pixHD's (affine-free) instance norm after each conv; False: none (UNIT
+    and EGSC-IT with norm None)."""
+
+    def __init__(self, ch: int, instance_norm: bool = True):
+        super().__init__()
+        norm = (lambda: [nn.InstanceNorm2d(ch)]) if instance_norm else (lambda: [])
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), *norm(), nn.ReLU(True),
+                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), *norm())
+
+    def forward(self, x):
+        return x + self.body(x)
 
 
 class PatchDiscriminator(nn.Module):

@@ -390,8 +390,7 @@ class Trainer:
             sample = next(iter(self.dataset))
         else:
             sample = self.dataset[DrawIndex(0, 0)]
-        batch = {k: (v.unsqueeze(0).to(self.device) if isinstance(v, torch.Tensor) else [v])
-                 for k, v in sample.items()}
+        batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in _collate([sample]).items()}
         self.model.train()
         self.discriminators.requires_grad_(False)
         # weights autograd saves (a conv keeps its weight) are not activations
