@@ -104,6 +104,8 @@ def _train_config(args):
                 d.setdefault(key, {}).update(file_cfg.pop(key))
         d.update(file_cfg)
     given = given_values(args, args.train_dests)
+    if "steps" in given and "epochs" not in given:
+        d["epochs"] = None   # an explicit --steps overrides a preset's epochs
     d.update(given)
     d.setdefault("model_options", {}).update(given_values(args, args.model_dests))
     d["model_options"].update(_parse_kv(args.option, "--option"))

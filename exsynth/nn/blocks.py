@@ -30,16 +30,17 @@ class SPADE(nn.Module):
     out = norm(x) * (1 + gamma(cond)) + beta(cond). Same layer names as `PNSPADE`."""
 
     def __init__(self, channels: int, cond_channels: int, hidden: int = 128, kernel_size: int = 3,
-                 norm: str = "batch"):
+                 norm: str = "batch", padding_mode: str = "zeros"):
         super().__init__()
         if norm not in ("batch", "instance"):
             raise ValueError(f"SPADE: norm must be 'batch' or 'instance', got {norm!r}")
-        pad = kernel_size // 2
+        conv = lambda cin, cout: nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2,  # noqa: E731
+                                           padding_mode=padding_mode)
         self.norm = nn.BatchNorm2d(channels, affine=False) if norm == "batch" else \
             nn.InstanceNorm2d(channels, affine=False)
-        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, kernel_size, padding=pad), nn.ReLU())
-        self.to_gamma = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
-        self.to_beta = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+        self.shared = nn.Sequential(conv(cond_channels, hidden), nn.ReLU())
+        self.to_gamma = conv(hidden, channels)
+        self.to_beta = conv(hidden, channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if cond.shape[2:] != x.shape[2:]:
@@ -48,10 +49,11 @@ class SPADE(nn.Module):
         return self.norm(x) * (1 + self.to_gamma(h)) + self.to_beta(h)
 
 
-def _spade_layer(channels: int, cond_channels: int, hidden: int, norm: str, backend: str) -> nn.Module:
+def _spade_layer(channels: int, cond_channels: int, hidden: int, norm: str, backend: str,
+                 padding_mode: str) -> nn.Module:
     if norm == "pono":
-        return PNSPADE(channels, cond_channels, hidden, backend=backend)
-    return SPADE(channels, cond_channels, hidden, norm=norm)
+        return PNSPADE(channels, cond_channels, hidden, backend=backend, padding_mode=padding_mode)
+    return SPADE(channels, cond_channels, hidden, norm=norm, padding_mode=padding_mode)
 
 
 class SPADEResBlock(nn.Module):
@@ -60,22 +62,25 @@ class SPADEResBlock(nn.Module):
 
     norm: "pono" (CoCosNet's PN-SPADE, the fused `exsynth.ops.pn_modulate`), "batch"
     (SPADE's own; SyncBatchNorm under multi-GPU training) or "instance".
-    spectral_norm: on the three convs (CoCosNet's generator; SPADE's option)."""
+    spectral_norm: on the three convs (CoCosNet's generator; SPADE's option).
+    padding_mode: of the 3x3 convs here and in the SPADE layers, "zeros" or "reflect" (the
+    SPADE and CoCosNet code reflection-pad them)."""
 
     def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int = 128, *, norm: str = "pono",
-                 spectral_norm: bool = False, backend: str = "auto"):
+                 spectral_norm: bool = False, backend: str = "auto", padding_mode: str = "zeros"):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"SPADEResBlock: norm must be one of {NORMS}, got {norm!r}")
         mid = min(cin, cout)
         sn = spectral_norm
-        self.norm0 = _spade_layer(cin, cond_channels, hidden, norm, backend)
-        self.conv0 = maybe_spectral_norm(nn.Conv2d(cin, mid, 3, padding=1), sn)
-        self.norm1 = _spade_layer(mid, cond_channels, hidden, norm, backend)
-        self.conv1 = maybe_spectral_norm(nn.Conv2d(mid, cout, 3, padding=1), sn)
+        spade = lambda ch: _spade_layer(ch, cond_channels, hidden, norm, backend, padding_mode)  # noqa: E731
+        self.norm0 = spade(cin)
+        self.conv0 = maybe_spectral_norm(nn.Conv2d(cin, mid, 3, padding=1, padding_mode=padding_mode), sn)
+        self.norm1 = spade(mid)
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(mid, cout, 3, padding=1, padding_mode=padding_mode), sn)
         self.learned_skip = cin != cout
         if self.learned_skip:
-            self.norm_s = _spade_layer(cin, cond_channels, hidden, norm, backend)
+            self.norm_s = spade(cin)
             self.conv_s = maybe_spectral_norm(nn.Conv2d(cin, cout, 1, bias=False), sn)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -87,11 +92,14 @@ class SPADEResBlock(nn.Module):
 
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block (self-attention, SAGAN style):
-    y = x + gamma * W_o( g(x) softmax(theta(x)^T phi(x)) ), gamma initialised to 0."""
+    y = x + gamma * W_o( g(x) softmax(theta(x)^T phi(x)) ), gamma initialised to 0.
+    pool_keys: phi(x) and g(x) max-pooled 2x2 (SAGAN's and CoCosNet's code; a quarter of the
+    attention matrix); False: every position is a key."""
 
-    def __init__(self, channels: int, spectral_norm: bool = False):
+    def __init__(self, channels: int, spectral_norm: bool = False, pool_keys: bool = False):
         super().__init__()
         sn = spectral_norm
+        self.pool_keys = pool_keys
         c8, c2 = max(channels // 8, 1), max(channels // 2, 1)
         self.theta = maybe_spectral_norm(nn.Conv2d(channels, c8, 1, bias=False), sn)
         self.phi = maybe_spectral_norm(nn.Conv2d(channels, c8, 1, bias=False), sn)
@@ -102,8 +110,11 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
         q = self.theta(x).flatten(2).transpose(1, 2)                 # (B, N, c8)
-        k = self.phi(x).flatten(2).transpose(1, 2)                   # (B, N, c8)
-        v = self.g(x).flatten(2).transpose(1, 2)                     # (B, N, c2)
+        k, v = self.phi(x), self.g(x)
+        if self.pool_keys:
+            k, v = F.max_pool2d(k, 2), F.max_pool2d(v, 2)
+        k = k.flatten(2).transpose(1, 2)                             # (B, N or N/4, c8)
+        v = v.flatten(2).transpose(1, 2)                             # (B, N or N/4, c2)
         attn = torch.softmax(q @ k.transpose(1, 2), dim=-1)          # embedded Gaussian, no scaling
         y = (attn @ v).transpose(1, 2).reshape(B, -1, H, W)
         return x + self.gamma * self.out(y)

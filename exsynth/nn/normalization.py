@@ -33,16 +33,18 @@ class PNSPADE(nn.Module):
     The condition (e.g. the warped exemplar, or a label map) is resized to
     x's grid, a shared conv + ReLU embeds it, and two convs predict the
     per-pixel gamma and beta; out = PONO(x) * (1 + gamma) + beta, fused in
-    exsynth.ops.pn_modulate.
+    exsynth.ops.pn_modulate. padding_mode: the convs' padding, "zeros" or "reflect" (CoCosNet's
+    code reflection-pads them).
     """
 
     def __init__(self, channels: int, cond_channels: int, hidden: int = 128, kernel_size: int = 3,
-                 eps: float = 1e-5, backend: str = "auto"):
+                 eps: float = 1e-5, backend: str = "auto", padding_mode: str = "zeros"):
         super().__init__()
-        pad = kernel_size // 2
-        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, kernel_size, padding=pad), nn.ReLU())
-        self.to_gamma = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
-        self.to_beta = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+        conv = lambda cin, cout: nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2,  # noqa: E731
+                                           padding_mode=padding_mode)
+        self.shared = nn.Sequential(conv(cond_channels, hidden), nn.ReLU())
+        self.to_gamma = conv(hidden, channels)
+        self.to_beta = conv(hidden, channels)
         self.eps, self.backend = eps, backend
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -84,8 +84,13 @@ class TrainConfig:
         given (for tests; without it such a run is refused).
     max_minutes: stop (and checkpoint) once this much training time has passed in one call
         (a resumed run gets the limit afresh).
-    mask_warmup_steps: steps a warm-up loss (the correspondence mask loss) is applied for;
-        None: always.
+    mask_warmup_steps: steps of a warm-up (CoCosNet: the mask loss, or with its noise_for_mask
+        the exemplar masks fed to the correspondence); a number in (0, 1): that fraction of
+        `steps`; None: always.
+    epochs: passes over the training set (the papers' niter + niter_decay): when set, the
+        trainer sets `steps` to epochs x (training samples // batch_size) once the data source
+        is built (the official loaders drop the last partial batch); an explicit --steps
+        clears it.
     attn_pretrain_steps: steps of attention pre-training before the other losses join.
     disc_width, disc_layers, disc_scales: the PatchGAN discriminator's width, layers, scales.
     checkpoint_every: steps between checkpoints (and one at the end).
@@ -119,7 +124,8 @@ class TrainConfig:
     blind: bool = False
     vgg: Optional[str] = None
     allow_random_vgg: bool = False
-    mask_warmup_steps: Optional[int] = None
+    mask_warmup_steps: Optional[float] = None
+    epochs: Optional[float] = None
     attn_pretrain_steps: int = 0
     disc_width: int = 64
     disc_layers: int = 3
@@ -166,6 +172,12 @@ class TrainConfig:
         if d is not None and not (0 < d < 1 or (float(d).is_integer() and 1 <= d <= int(self.steps))):
             raise ValueError(f"lr_decay_steps must be None, a fraction in (0, 1) or a whole number of steps "
                              f"1..steps ({self.steps}), got {d}")
+        w = self.mask_warmup_steps
+        if w is not None and not (0 < w < 1 or (float(w).is_integer() and w >= 0)):
+            raise ValueError(f"mask_warmup_steps must be None, a fraction in (0, 1) or a whole number of steps "
+                             f">= 0, got {w}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be None or > 0, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 
@@ -185,6 +197,24 @@ class TrainConfig:
         if step < start:
             return 1.0
         return max(0.0, 1.0 - (step - start) / float(n))
+
+    def mask_warmup_end(self) -> Optional[int]:
+        """The step the mask warm-up ends at (None: it never does)."""
+        w = self.mask_warmup_steps
+        if w is None:
+            return None
+        return round(w * self.steps) if 0 < w < 1 else int(w)
+
+    def resolve_epochs(self, train_samples: int) -> "TrainConfig":
+        """This config with `epochs` turned into `steps` for a training set of this many
+        samples (epochs x full batches per epoch); itself when epochs is None."""
+        if self.epochs is None:
+            return self
+        per_epoch = int(train_samples) // self.batch_size
+        if per_epoch < 1:
+            raise ValueError(f"epochs {self.epochs}: the training set has {train_samples} samples, fewer than "
+                             f"one batch of {self.batch_size}; lower --batch-size or give --steps")
+        return dataclasses.replace(self, steps=max(1, round(self.epochs * per_epoch)), epochs=None)
 
     def source_name(self) -> str:
         if self.dataset is not None:
