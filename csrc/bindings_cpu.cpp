@@ -1,5 +1,7 @@
-// exsynth._C: pybind11 binding of the CPU kernels. Tensors cross as raw
-// addresses (Tensor.data_ptr()) plus sizes; Python allocates and checks.
+// exsynth._C: pybind11 binding of the CPU kernels (csrc/cpu/kernels.h). Tensors cross as raw
+// addresses (Tensor.data_ptr(); 0 for an optional tensor that is absent) plus sizes, the
+// scalar type as "float32" | "float64"; Python allocates and checks. log-sum-exps are float64
+// for every dtype. The GIL is released while a kernel runs.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -10,14 +12,23 @@
 
 namespace py = pybind11;
 using namespace exsynth::cpu;
+using addr = std::uintptr_t;
 
-template <typename T> static T* P(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
+namespace {
 
-static bool is_double(const std::string& dtype) {
-  if (dtype == "float32") return false;
-  if (dtype == "float64") return true;
-  throw std::invalid_argument("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+template <typename T> T* P(addr a) { return reinterpret_cast<T*>(a); }
+
+// Calls run(T{}) with T the kernels' scalar type named by `dtype`, without the GIL.
+template <typename F> void by_dtype(const std::string& dtype, F&& run) {
+  const bool dbl = dtype == "float64";
+  if (!dbl && dtype != "float32")
+    throw std::invalid_argument("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+  py::gil_scoped_release nogil;
+  if (dbl) run(double{});
+  else run(float{});
 }
+
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "exsynth CPU kernels (C++/OpenMP, SIMD builds chosen at run time)";
@@ -26,115 +37,156 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_isa", &set_isa, py::arg("name"));
 
   m.def("corr_attention_forward",
-        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t out,
-           std::uintptr_t lse, int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Cv,
-           double alpha, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            attention_forward<double>(P<double>(q), P<double>(k), P<double>(v), P<double>(out),
-                                      P<double>(lse), B, Lq, Lk, D, Cv, alpha, nthreads);
-          else  // lse is float64 for every dtype
-            attention_forward<float>(P<float>(q), P<float>(k), P<float>(v), P<float>(out),
-                                     P<double>(lse), B, Lq, Lk, D, Cv, float(alpha), nthreads);
-        });
+        [](addr q, addr k, addr v, addr out, addr lse, int64_t B, int64_t Lq, int64_t Lk,
+           int64_t D, int64_t Cv, double alpha, const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            attention_forward<T>(P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<double>(lse), B, Lq, Lk,
+                                 D, Cv, T(alpha), nthreads);
+          });
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("B"),
+        py::arg("Lq"), py::arg("Lk"), py::arg("D"), py::arg("Cv"), py::arg("alpha"),
+        py::arg("dtype"), py::arg("nthreads"));
 
   m.def("corr_attention_backward",
-        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t out,
-           std::uintptr_t lse, std::uintptr_t dlse, std::uintptr_t dout, std::uintptr_t dq,
-           std::uintptr_t dk, std::uintptr_t dv, int64_t B, int64_t Lq, int64_t Lk, int64_t D,
-           int64_t Cv, double alpha, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            attention_backward<double>(P<double>(q), P<double>(k), P<double>(v), P<double>(out),
-                                       P<double>(lse), P<double>(dlse), P<double>(dout),
-                                       P<double>(dq), P<double>(dk), P<double>(dv), B, Lq, Lk, D,
-                                       Cv, alpha, nthreads);
-          else
-            attention_backward<float>(P<float>(q), P<float>(k), P<float>(v), P<float>(out),
-                                      P<double>(lse), P<float>(dlse), P<float>(dout), P<float>(dq),
-                                      P<float>(dk), P<float>(dv), B, Lq, Lk, D, Cv, float(alpha),
-                                      nthreads);
-        });
+        [](addr q, addr k, addr v, addr out, addr lse, addr dlse, addr dout, addr dq, addr dk,
+           addr dv, int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, double alpha,
+           const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            attention_backward<T>(P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<double>(lse),
+                                  P<T>(dlse), P<T>(dout), P<T>(dq), P<T>(dk), P<T>(dv), B, Lq,
+                                  Lk, D, Cv, T(alpha), nthreads);
+          });
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dlse"),
+        py::arg("dout"), py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("B"),
+        py::arg("Lq"), py::arg("Lk"), py::arg("D"), py::arg("Cv"), py::arg("alpha"),
+        py::arg("dtype"), py::arg("nthreads"));
 
   m.def("corr_match_forward",
-        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t index, std::uintptr_t best,
-           int64_t B, int64_t Lq, int64_t Lk, int64_t D, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            match_forward<double>(P<double>(q), P<double>(k), P<int64_t>(index), P<double>(best),
-                                  B, Lq, Lk, D, nthreads);
-          else
-            match_forward<float>(P<float>(q), P<float>(k), P<int64_t>(index), P<float>(best), B,
-                                 Lq, Lk, D, nthreads);
-        });
+        [](addr q, addr k, addr index, addr best, int64_t B, int64_t Lq, int64_t Lk, int64_t D,
+           const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            match_forward<T>(P<T>(q), P<T>(k), P<int64_t>(index), P<T>(best), B, Lq, Lk, D,
+                             nthreads);
+          });
+        },
+        py::arg("q"), py::arg("k"), py::arg("index"), py::arg("best"), py::arg("B"),
+        py::arg("Lq"), py::arg("Lk"), py::arg("D"), py::arg("dtype"), py::arg("nthreads"));
 
-  // Pointers may be 0 for optional tensors (gamma/beta, dy, dmean, dstd, gate).
+  // k x k patches through the pixel Gram matrix: x (B, H, W, C) channels last, per-position
+  // scale a and mean m (B, H W).
+  m.def("corr_patch_attention_forward",
+        [](addr xq, addr xk, addr v, addr aq, addr mq, addr ak, addr mk, addr out, addr lse,
+           int64_t B, int64_t Hq, int64_t Wq, int64_t Hk, int64_t Wk, int64_t C, int64_t Cv,
+           int64_t k, double alpha, const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            patch_attention_forward<T>(P<T>(xq), P<T>(xk), P<T>(v), P<T>(aq), P<T>(mq), P<T>(ak),
+                                       P<T>(mk), P<T>(out), P<double>(lse), B, Hq, Wq, Hk, Wk, C,
+                                       Cv, k, T(alpha), nthreads);
+          });
+        },
+        py::arg("xq"), py::arg("xk"), py::arg("v"), py::arg("aq"), py::arg("mq"), py::arg("ak"),
+        py::arg("mk"), py::arg("out"), py::arg("lse"), py::arg("B"), py::arg("Hq"),
+        py::arg("Wq"), py::arg("Hk"), py::arg("Wk"), py::arg("C"), py::arg("Cv"), py::arg("k"),
+        py::arg("alpha"), py::arg("dtype"), py::arg("nthreads"));
+
+  m.def("corr_patch_attention_backward",
+        [](addr xq, addr xk, addr v, addr aq, addr mq, addr ak, addr mk, addr out, addr lse,
+           addr dlse, addr dout, addr dxq, addr dxk, addr dv, addr daq, addr dmq, addr dak,
+           addr dmk, int64_t B, int64_t Hq, int64_t Wq, int64_t Hk, int64_t Wk, int64_t C,
+           int64_t Cv, int64_t k, double alpha, const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            patch_attention_backward<T>(P<T>(xq), P<T>(xk), P<T>(v), P<T>(aq), P<T>(mq),
+                                        P<T>(ak), P<T>(mk), P<T>(out), P<double>(lse),
+                                        P<T>(dlse), P<T>(dout), P<T>(dxq), P<T>(dxk), P<T>(dv),
+                                        P<T>(daq), P<T>(dmq), P<T>(dak), P<T>(dmk), B, Hq, Wq,
+                                        Hk, Wk, C, Cv, k, T(alpha), nthreads);
+          });
+        },
+        py::arg("xq"), py::arg("xk"), py::arg("v"), py::arg("aq"), py::arg("mq"), py::arg("ak"),
+        py::arg("mk"), py::arg("out"), py::arg("lse"), py::arg("dlse"), py::arg("dout"),
+        py::arg("dxq"), py::arg("dxk"), py::arg("dv"), py::arg("daq"), py::arg("dmq"),
+        py::arg("dak"), py::arg("dmk"), py::arg("B"), py::arg("Hq"), py::arg("Wq"),
+        py::arg("Hk"), py::arg("Wk"), py::arg("C"), py::arg("Cv"), py::arg("k"),
+        py::arg("alpha"), py::arg("dtype"), py::arg("nthreads"));
+
+  m.def("corr_patch_match_forward",
+        [](addr xq, addr xk, addr aq, addr mq, addr ak, addr mk, addr index, addr best,
+           int64_t B, int64_t Hq, int64_t Wq, int64_t Hk, int64_t Wk, int64_t C, int64_t k,
+           const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            patch_match_forward<T>(P<T>(xq), P<T>(xk), P<T>(aq), P<T>(mq), P<T>(ak), P<T>(mk),
+                                   P<int64_t>(index), P<T>(best), B, Hq, Wq, Hk, Wk, C, k,
+                                   nthreads);
+          });
+        },
+        py::arg("xq"), py::arg("xk"), py::arg("aq"), py::arg("mq"), py::arg("ak"), py::arg("mk"),
+        py::arg("index"), py::arg("best"), py::arg("B"), py::arg("Hq"), py::arg("Wq"),
+        py::arg("Hk"), py::arg("Wk"), py::arg("C"), py::arg("k"), py::arg("dtype"),
+        py::arg("nthreads"));
+
   m.def("pono_forward",
-        [](std::uintptr_t x, std::uintptr_t gamma, std::uintptr_t beta, std::uintptr_t y,
-           std::uintptr_t mean, std::uintptr_t std_, int64_t B, int64_t Bg, int64_t C, int64_t L,
-           double eps, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            pono_forward<double>(P<double>(x), P<double>(gamma), P<double>(beta), P<double>(y),
-                                 P<double>(mean), P<double>(std_), B, Bg, C, L, eps, nthreads);
-          else
-            pono_forward<float>(P<float>(x), P<float>(gamma), P<float>(beta), P<float>(y),
-                                P<float>(mean), P<float>(std_), B, Bg, C, L, eps, nthreads);
-        });
+        [](addr x, addr gamma, addr beta, addr y, addr mean, addr std_, int64_t B, int64_t Bg,
+           int64_t C, int64_t L, double eps, const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            pono_forward<T>(P<T>(x), P<T>(gamma), P<T>(beta), P<T>(y), P<T>(mean), P<T>(std_), B,
+                            Bg, C, L, eps, nthreads);
+          });
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("y"), py::arg("mean"),
+        py::arg("std"), py::arg("B"), py::arg("Bg"), py::arg("C"), py::arg("L"), py::arg("eps"),
+        py::arg("dtype"), py::arg("nthreads"));
 
   m.def("pono_backward",
-        [](std::uintptr_t x, std::uintptr_t mean, std::uintptr_t std_, std::uintptr_t dy,
-           std::uintptr_t dmean, std::uintptr_t dstd, std::uintptr_t gamma, std::uintptr_t dx,
-           std::uintptr_t dgamma, std::uintptr_t dbeta, int64_t B, int64_t Bg, int64_t C,
-           int64_t L, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            pono_backward<double>(P<double>(x), P<double>(mean), P<double>(std_), P<double>(dy),
-                                  P<double>(dmean), P<double>(dstd), P<double>(gamma),
-                                  P<double>(dx), P<double>(dgamma), P<double>(dbeta), B, Bg, C, L,
-                                  nthreads);
-          else
-            pono_backward<float>(P<float>(x), P<float>(mean), P<float>(std_), P<float>(dy),
-                                 P<float>(dmean), P<float>(dstd), P<float>(gamma), P<float>(dx),
-                                 P<float>(dgamma), P<float>(dbeta), B, Bg, C, L, nthreads);
-        });
+        [](addr x, addr mean, addr std_, addr dy, addr dmean, addr dstd, addr gamma, addr dx,
+           addr dgamma, addr dbeta, int64_t B, int64_t Bg, int64_t C, int64_t L,
+           const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            pono_backward<T>(P<T>(x), P<T>(mean), P<T>(std_), P<T>(dy), P<T>(dmean), P<T>(dstd),
+                             P<T>(gamma), P<T>(dx), P<T>(dgamma), P<T>(dbeta), B, Bg, C, L,
+                             nthreads);
+          });
+        },
+        py::arg("x"), py::arg("mean"), py::arg("std"), py::arg("dy"), py::arg("dmean"),
+        py::arg("dstd"), py::arg("gamma"), py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"),
+        py::arg("B"), py::arg("Bg"), py::arg("C"), py::arg("L"), py::arg("dtype"),
+        py::arg("nthreads"));
 
   m.def("msca_forward",
-        [](std::uintptr_t F, std::uintptr_t S, std::uintptr_t G, std::uintptr_t gate,
-           std::uintptr_t out, std::uintptr_t V, std::uintptr_t stats, int64_t B, int64_t N,
+        [](addr F, addr S, addr G, addr gate, addr out, addr V, addr stats, int64_t B, int64_t N,
            int64_t K, int64_t L, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            msca_forward<double>(P<double>(F), P<double>(S), P<double>(G), P<double>(gate),
-                                 P<double>(out), P<double>(V), P<double>(stats), B, N, K, L,
-                                 nthreads);
-          else
-            msca_forward<float>(P<float>(F), P<float>(S), P<float>(G), P<float>(gate),
-                                P<float>(out), P<float>(V), P<float>(stats), B, N, K, L, nthreads);
-        });
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            msca_forward<T>(P<T>(F), P<T>(S), P<T>(G), P<T>(gate), P<T>(out), P<T>(V),
+                            P<T>(stats), B, N, K, L, nthreads);
+          });
+        },
+        py::arg("F"), py::arg("S"), py::arg("G"), py::arg("gate"), py::arg("out"), py::arg("V"),
+        py::arg("stats"), py::arg("B"), py::arg("N"), py::arg("K"), py::arg("L"),
+        py::arg("dtype"), py::arg("nthreads"));
 
   m.def("msca_backward",
-        [](std::uintptr_t F, std::uintptr_t S, std::uintptr_t G, std::uintptr_t gate,
-           std::uintptr_t V, std::uintptr_t stats, std::uintptr_t dout, std::uintptr_t dF,
-           std::uintptr_t dS, std::uintptr_t dG, std::uintptr_t dgate, int64_t B, int64_t N,
-           int64_t K, int64_t L, const std::string& dtype, int nthreads) {
-          const bool dbl = is_double(dtype);
-          py::gil_scoped_release nogil;
-          if (dbl)
-            msca_backward<double>(P<double>(F), P<double>(S), P<double>(G), P<double>(gate),
-                                  P<double>(V), P<double>(stats), P<double>(dout), P<double>(dF),
-                                  P<double>(dS), P<double>(dG), P<double>(dgate), B, N, K, L,
-                                  nthreads);
-          else
-            msca_backward<float>(P<float>(F), P<float>(S), P<float>(G), P<float>(gate),
-                                 P<float>(V), P<float>(stats), P<float>(dout), P<float>(dF),
-                                 P<float>(dS), P<float>(dG), P<float>(dgate), B, N, K, L,
-                                 nthreads);
-        });
+        [](addr F, addr S, addr G, addr gate, addr V, addr stats, addr dout, addr dF, addr dS,
+           addr dG, addr dgate, int64_t B, int64_t N, int64_t K, int64_t L,
+           const std::string& dtype, int nthreads) {
+          by_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            msca_backward<T>(P<T>(F), P<T>(S), P<T>(G), P<T>(gate), P<T>(V), P<T>(stats),
+                             P<T>(dout), P<T>(dF), P<T>(dS), P<T>(dG), P<T>(dgate), B, N, K, L,
+                             nthreads);
+          });
+        },
+        py::arg("F"), py::arg("S"), py::arg("G"), py::arg("gate"), py::arg("V"), py::arg("stats"),
+        py::arg("dout"), py::arg("dF"), py::arg("dS"), py::arg("dG"), py::arg("dgate"),
+        py::arg("B"), py::arg("N"), py::arg("K"), py::arg("L"), py::arg("dtype"),
+        py::arg("nthreads"));
 }

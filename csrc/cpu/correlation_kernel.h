@@ -6,83 +6,8 @@
 // panels), plus a vectorised exp.
 //
 // Included by isa_<name>.cpp (via instantiate.h) inside namespace exsynth::cpu::<isa>
-// after simd.h. Layouts (all row-major, contiguous):
+// after simd.h and gemm.h. Layouts (all row-major, contiguous):
 //   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Cv), out (B, Lq, Cv), lse (B, Lq) float64.
-
-template <typename T> struct Tiles {
-  static constexpr int W = Simd<T>::W;
-  static constexpr int NV = 2;            // vectors per micro-tile row
-  static constexpr int NR = W * NV;       // micro-tile columns
-  static constexpr int MR = 6;            // micro-tile rows (12 accumulators + 2 B vectors fit 16 regs)
-  static constexpr int64_t BM = 10 * MR;  // query rows per block (one parallel work item)
-  static constexpr int64_t BN = 256;      // keys per block (multiple of every NR)
-  static constexpr int64_t KC = 256;      // depth chunk: a KC x NR panel stays in L1
-};
-
-static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-static inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
-
-// C[MR x NR] (+)= A[MR x kdim] (row stride lda) * Bp[kdim x NR] (packed),
-// NR = NV vectors. NV = 2 for the correlation GEMMs; msca's narrow K x chunk
-// products use NV = 1 when K fits one vector.
-template <typename T, int NV = Tiles<T>::NV>
-static inline void micro_kernel(int64_t kdim, const T* __restrict A, int64_t lda,
-                                const T* __restrict Bp, T* __restrict C, int64_t ldc,
-                                bool accumulate) {
-  typedef Simd<T> S;
-  typedef typename S::vec vec;
-  constexpr int MR = Tiles<T>::MR, W = S::W, NR = W * NV;
-  vec c[MR][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      c[r][v] = accumulate ? S::load(C + r * ldc + v * W) : S::splat(0);
-  for (int64_t p = 0; p < kdim; ++p) {
-    vec b[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = S::load(Bp + p * NR + v * W);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const T a = A[r * lda + p];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[r][v] += a * b[v];
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) S::store(C + r * ldc + v * W, c[r][v]);
-}
-
-// Pack columns [c0, c0 + NR) of a rows x ld row-major matrix X into a
-// rows x NR panel, zero-filling columns >= ncols.
-template <typename T, int NR = Tiles<T>::NR>
-static void pack_col_panel(const T* X, int64_t rows, int64_t ld, int64_t ncols, int64_t c0, T* P) {
-  const int64_t w = std::min<int64_t>(NR, ncols - c0);
-  for (int64_t r = 0; r < rows; ++r) {
-    T* dst = P + r * NR;
-    const T* src = X + r * ld + c0;
-    int64_t c = 0;
-    for (; c < w; ++c) dst[c] = src[c];
-    for (; c < NR; ++c) dst[c] = 0;
-  }
-}
-
-// Pack the transpose of rows [r0, r0 + NR) of X (rows of `cols` values, row
-// stride ld) as a cols x NR panel: P[c][t] = X[r0 + t][c], zero for rows >= nrows.
-template <typename T, int NR = Tiles<T>::NR>
-static void pack_row_panel_t(const T* X, int64_t nrows, int64_t cols, int64_t ld, int64_t r0, T* P) {
-  for (int t = 0; t < NR; ++t) {
-    const int64_t r = r0 + t;
-    if (r < nrows) {
-      const T* src = X + r * ld;
-      for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = src[c];
-    } else {
-      for (int64_t c = 0; c < cols; ++c) P[c * NR + t] = 0;
-    }
-  }
-}
 
 // Per-batch packings of k (and v) shared by all query blocks.
 template <typename T> struct KeyPanels {
@@ -255,12 +180,110 @@ static SmallCvBackwardRow<T> small_cv_backward_row(int64_t Cv) {
   }
 }
 
+// One key block of the forward's online softmax for `rows` query rows. Sb (row stride ldS)
+// holds the rows' scores before alpha for ncol keys (masked keys -inf, ncol a multiple of
+// NR); m, l, O (row stride Cvp) are the running max, sum and unnormalised output. Small Cv:
+// vtb is v^T at this block's first key (row stride ldv). Otherwise vcb is v packed as the
+// B operand of P.v at this block's first key (panel stride vc_pstride) and kdim the keys
+// the product runs over (P is 0 past them); Sb is overwritten with P.
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, int64_t B,
-                       int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+static void online_softmax_block(T* Sb, int64_t ldS, int64_t rows, int64_t mt, int64_t ncol,
+                                 T alpha, SmallCvRow<T> small_row, const T* vtb, int64_t ldv,
+                                 const T* vcb, int64_t vc_pstride, int64_t kdim, int64_t n_vpan,
+                                 T* Ob, int64_t Cvp, T* m, T* l) {
   typedef Simd<T> S;
   typedef typename S::vec vec;
   constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
+  if (small_row) {
+    for (int64_t r = 0; r < rows; ++r)
+      small_row(Sb + r * ldS, ncol, alpha, vtb, ldv, m[r], l[r], Ob + r * Cvp);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    T* s = Sb + r * ldS;
+    scale_row(s, ncol, alpha);
+    vec vm = S::load(s);
+    for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
+    const T m_new = std::max(m[r], S::hmax(vm));
+    vec vs = S::splat(0);
+    for (int64_t j = 0; j < ncol; j += W) {
+      const vec p = vexp<T>(S::load(s + j) - m_new);
+      S::store(s + j, p);
+      vs += p;
+    }
+    const T rescale = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first block
+    T* o = Ob + r * Cvp;
+    for (int64_t c = 0; c < Cvp; ++c) o[c] *= rescale;
+    l[r] = l[r] * rescale + S::hsum(vs);
+    m[r] = m_new;
+  }
+  for (int64_t cp = 0; cp < n_vpan; ++cp)
+    for (int64_t it = 0; it < mt; ++it)
+      micro_kernel<T>(kdim, Sb + it * MR * ldS, ldS, vcb + cp * vc_pstride,
+                      Ob + it * MR * Cvp + cp * NR, Cvp, true);
+}
+
+// delta_r = dO_r . out_r - dlse_r for the backward's GEMM path (the small-Cv path forms
+// dP - delta itself), computed by the same micro-kernel as dP = dO . v^T, with the tile's out
+// rows as the panel's columns: where a row is one-hot (out == v_j bitwise) delta then equals
+// that dP_j bitwise and dS_j is exactly 0, as in the oracle's softmax backward. NR may be
+// smaller than MR (float64 on 16-byte vectors: NR = 4, MR = 6): the tile's rows go into the
+// panel NR at a time, row r0 + c into column c. outP: Cv x NR scratch, dOut: MR x NR.
+template <typename T>
+static void softmax_delta(const T* dOb, const T* out_b, const T* dlse_b, int64_t rows, int64_t mt,
+                          int64_t Cv, T* outP, T* dOut, T* delta_b) {
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+  for (int64_t it = 0; it < mt; ++it)
+    for (int r0 = 0; r0 < MR; r0 += NR) {
+      std::fill(outP, outP + Cv * NR, T(0));
+      for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
+        for (int64_t ch = 0; ch < Cv; ++ch) outP[ch * NR + c] = out_b[(it * MR + r0 + c) * Cv + ch];
+      micro_kernel<T>(Cv, dOb + it * MR * Cv, Cv, outP, dOut, NR, false);
+      for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
+        delta_b[it * MR + r0 + c] = dOut[(r0 + c) * NR + c] - dlse_b[it * MR + r0 + c];
+    }
+}
+
+// The backward's softmax rows for one key block: Sb holds the scores before alpha (masked keys
+// -inf), rows >= `rows` up to BMr are zeroed. GEMM path: dPb holds dP = dO . v^T on entry;
+// on exit Sb holds P and dPb alpha * dS = alpha P (dP - delta). Small Cv: dPb gets alpha * dS
+// and dv^T (dvtb, row stride ldv, at this block's first key) accumulates dO^T P.
+template <typename T>
+static void softmax_backward_block(T* Sb, T* dPb, int64_t ldS, int64_t rows, int64_t BMr,
+                                   int64_t ncol, T alpha, const T* lse_hi, const T* lse_lo,
+                                   const T* dlse_b, const T* delta_b,
+                                   SmallCvBackwardRow<T> small_row, const T* dOb, const T* out_b,
+                                   int64_t Cv, const T* vtb, T* dvtb, int64_t ldv) {
+  typedef Simd<T> S;
+  typedef typename S::vec vec;
+  constexpr int W = S::W;
+  for (int64_t r = 0; r < BMr; ++r) {
+    T* s = Sb + r * ldS;
+    T* dp = dPb + r * ldS;
+    if (r >= rows) {
+      std::fill(s, s + ncol, T(0));
+      std::fill(dp, dp + ncol, T(0));
+      continue;
+    }
+    if (small_row) {
+      small_row(s, dp, ncol, alpha, lse_hi[r], lse_lo[r], dlse_b[r], dOb + r * Cv, out_b + r * Cv,
+                vtb, dvtb, ldv);
+      continue;
+    }
+    scale_row(s, ncol, alpha);
+    const T hi = lse_hi[r], lo = lse_lo[r], dr = delta_b[r];
+    for (int64_t j = 0; j < ncol; j += W) {
+      const vec p = vexp<T>((S::load(s + j) - hi) - lo);
+      S::store(s + j, p);
+      S::store(dp + j, p * (S::load(dp + j) - dr) * alpha);
+    }
+  }
+}
+
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, int64_t B,
+                       int64_t Lq, int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
   constexpr int64_t BM = Tiles<T>::BM, BN = Tiles<T>::BN;
   const int64_t Cvp = round_up(Cv, NR), n_vpan = Cvp / NR;
   const int64_t n_qblk = ceil_div(Lq, BM);
@@ -289,41 +312,14 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, 
       for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
         const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
         score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
-        if (small_row) {
-          const T* vtb = vt.data() + b * Cv * Lkb + j0;
-          for (int64_t r = 0; r < rows; ++r) {
-            T* s = Sb.data() + r * BN;
-            for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-            small_row(s, ncol, alpha, vtb, Lkb, m[r], l[r], Ob.data() + r * Cvp);
-          }
-          continue;
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          T* s = Sb.data() + r * BN;
-          for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-          scale_row(s, ncol, alpha);
-          vec vm = S::load(s);
-          for (int64_t j = W; j < ncol; j += W) vm = S::vmax(vm, S::load(s + j));
-          const T m_new = std::max(m[r], S::hmax(vm));
-          vec vs = S::splat(0);
-          for (int64_t j = 0; j < ncol; j += W) {
-            const vec p = vexp<T>(S::load(s + j) - m_new);
-            S::store(s + j, p);
-            vs += p;
-          }
-          const T rescale = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first block
-          T* o = Ob.data() + r * Cvp;
-          for (int64_t c = 0; c < Cvp; ++c) o[c] *= rescale;
-          l[r] = l[r] * rescale + S::hsum(vs);
-          m[r] = m_new;
-        }
-        // Rows past `rows` in the last tile hold finite scores of zero-padded
-        // queries; their outputs are never written back.
-        for (int64_t cp = 0; cp < n_vpan; ++cp)
-          for (int64_t it = 0; it < mt; ++it)
-            micro_kernel<T>(nb, Sb.data() + it * MR * BN, BN,
-                            kp.vc.data() + cp * kp.Lkr * NR + j0 * NR,
-                            Ob.data() + it * MR * Cvp + cp * NR, Cvp, true);
+        for (int64_t r = 0; r < rows; ++r)
+          std::fill(Sb.data() + r * BN + nb, Sb.data() + r * BN + ncol, -std::numeric_limits<T>::infinity());
+        // Rows past `rows` in the last tile hold finite scores of zero-padded queries; their
+        // outputs are never written back.
+        online_softmax_block(Sb.data(), BN, rows, mt, ncol, alpha, small_row,
+                             small_row ? vt.data() + b * Cv * Lkb + j0 : nullptr, Lkb,
+                             kp.vc.data() + j0 * NR, kp.Lkr * NR, nb, n_vpan, Ob.data(), Cvp,
+                             m.data(), l.data());
       }
       for (int64_t r = 0; r < rows; ++r) {
         const T inv = T(1) / l[r];
@@ -342,9 +338,7 @@ template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* out, const double* lse,
                         const T* dlse, const T* dout, T* dq, T* dk, T* dv, int64_t B, int64_t Lq,
                         int64_t Lk, int64_t D, int64_t Cv, T alpha, int nthreads) {
-  typedef Simd<T> S;
-  typedef typename S::vec vec;
-  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
+  constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
   constexpr int64_t BM = Tiles<T>::BM, BN = Tiles<T>::BN;
   const int64_t Dp = round_up(D, NR), Cvp = round_up(Cv, NR);
   const int64_t n_qblk = ceil_div(Lq, BM);
@@ -399,66 +393,27 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
           lse_lo[r] = T(L - double(lse_hi[r]));
           dlse_b[r] = dlse[b * Lq + i0 + r];
         }
-        if (!small_row) {
-          // delta = dO . out - dlse for the GEMM path (the small-Cv path forms dP - delta
-          // itself), computed by the same micro-kernel as dP = dO . v^T, with the tile's out
-          // rows as the panel's columns: where a row is one-hot (out == v_j bitwise) delta then
-          // equals that dP_j bitwise and dS_j is exactly 0, as in the oracle's softmax backward.
-          // NR may be smaller than MR (float64 on 16-byte vectors: NR = 4, MR = 6): the tile's
-          // rows go into the panel NR at a time, row r0 + c into column c.
-          for (int64_t it = 0; it < mt; ++it)
-            for (int r0 = 0; r0 < MR; r0 += NR) {
-              std::fill(outP.begin(), outP.end(), T(0));
-              for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
-                for (int64_t ch = 0; ch < Cv; ++ch) outP[ch * NR + c] = out_b[(it * MR + r0 + c) * Cv + ch];
-              micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv, outP.data(), dOut.data(), NR, false);
-              for (int c = 0; c < NR && r0 + c < MR && it * MR + r0 + c < rows; ++c)
-                delta_b[it * MR + r0 + c] = dOut[(r0 + c) * NR + c] - dlse_b[it * MR + r0 + c];
-            }
-        }
+        if (!small_row)
+          softmax_delta(dOb.data(), out_b.data(), dlse_b.data(), rows, mt, Cv, outP.data(),
+                        dOut.data(), delta_b.data());
         std::fill(dQb.begin(), dQb.end(), T(0));
         for (int64_t j0 = 0; j0 < Lk; j0 += BN) {
           const int64_t nb = std::min(BN, Lk - j0), n_pan = ceil_div(nb, NR), ncol = n_pan * NR;
           const int64_t jt = ceil_div(nb, MR);
           score_block(Qb.data(), mt, kp, j0, n_pan, Sb.data());
-          if (small_row) {
-            for (int64_t r = 0; r < BMr; ++r) {
-              T* s = Sb.data() + r * BN;
-              T* ds = dPb.data() + r * BN;
-              if (r >= rows) {
-                std::fill(ds, ds + ncol, T(0));
-                continue;
-              }
-              for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-              small_row(s, ds, ncol, alpha, lse_hi[r], lse_lo[r], dlse_b[r], dOb.data() + r * Cv,
-                        out_b.data() + r * Cv, vt.data() + b * Cv * Lkb + j0, dvt.data() + j0, Lkb);
-            }
-          } else {
-          // dP = dO . v^T
-          for (int64_t jp = 0; jp < n_pan; ++jp)
-            for (int64_t it = 0; it < mt; ++it)
-              micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv,
-                              kp.vt.data() + (j0 / NR + jp) * Cv * NR,
-                              dPb.data() + it * MR * BN + jp * NR, BN, false);
-          // P = exp((alpha s - lse_hi) - lse_lo) into Sb; alpha * dS = alpha P (dP - delta) into dPb.
-          for (int64_t r = 0; r < BMr; ++r) {
-            T* s = Sb.data() + r * BN;
-            T* dp = dPb.data() + r * BN;
-            if (r >= rows) {
-              std::fill(s, s + ncol, T(0));
-              std::fill(dp, dp + ncol, T(0));
-              continue;
-            }
-            for (int64_t j = nb; j < ncol; ++j) s[j] = -std::numeric_limits<T>::infinity();
-            scale_row(s, ncol, alpha);
-            const T hi = lse_hi[r], lo = lse_lo[r], dr = delta_b[r];
-            for (int64_t j = 0; j < ncol; j += W) {
-              const vec p = vexp<T>((S::load(s + j) - hi) - lo);
-              S::store(s + j, p);
-              S::store(dp + j, p * (S::load(dp + j) - dr) * alpha);
-            }
-          }
-          }
+          for (int64_t r = 0; r < rows; ++r)
+            std::fill(Sb.data() + r * BN + nb, Sb.data() + r * BN + ncol, -std::numeric_limits<T>::infinity());
+          if (!small_row)  // dP = dO . v^T
+            for (int64_t jp = 0; jp < n_pan; ++jp)
+              for (int64_t it = 0; it < mt; ++it)
+                micro_kernel<T>(Cv, dOb.data() + it * MR * Cv, Cv,
+                                kp.vt.data() + (j0 / NR + jp) * Cv * NR,
+                                dPb.data() + it * MR * BN + jp * NR, BN, false);
+          softmax_backward_block(Sb.data(), dPb.data(), BN, rows, BMr, ncol, alpha, lse_hi.data(),
+                                 lse_lo.data(), dlse_b.data(), delta_b.data(), small_row,
+                                 dOb.data(), out_b.data(), Cv,
+                                 small_row ? vt.data() + b * Cv * Lkb + j0 : nullptr,
+                                 small_row ? dvt.data() + j0 : nullptr, Lkb);
           // dQ += dS . k
           for (int64_t dpn = 0; dpn * NR < D; ++dpn)
             for (int64_t it = 0; it < mt; ++it)

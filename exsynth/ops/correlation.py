@@ -5,8 +5,17 @@ The public functions check arguments, build the normalised (B, L, D)
 features in plain PyTorch (O(L*D), autograd through them), and hand the
 O(Lq*Lk*D) core to a fused backend through the custom ops below, which never
 materialise the Lq x Lk matrix.
+
+k x k patches (patch_size > 1) on a backend with a Gram path (`cpu`) never
+unfold either: the kernel gets the pixel features and, per position, the
+patch mean m and the scale a = 1 / (|patch - m| + eps), computed here from box
+sums (O(L*C), autograd through them), and builds each block of logits from the
+pixel Gram matrix (csrc/cpu/patch_correlation_kernel.h; docs/design.md).
 """
 from __future__ import annotations
+
+import contextlib
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +48,133 @@ def _features(x: torch.Tensor, patch_size: int, center: bool, dtype: torch.dtype
         f = f - f.mean(dim=2, keepdim=True)
     f = f / (torch.linalg.vector_norm(f, dim=2, keepdim=True) + reference.NORM_EPS)
     return f.to(dtype).contiguous()
+
+
+# How k x k patches reach a backend that has both paths: "auto" (the Gram path where the
+# backend has one), "gram", or "unfold" (the (B, L, C k^2) rows of _features). For benchmarks
+# and tests; see patch_method().
+PATCH_METHODS = ("auto", "gram", "unfold")
+_patch_method = "auto"
+
+
+@contextlib.contextmanager
+def patch_method(method: str):
+    """Within the block, k x k patches take `method` ("auto", "gram" or "unfold") on backends
+    that offer a choice (the `cpu` backend's Gram path and its unfolded rows compute the same
+    function; the benchmarks time one against the other)."""
+    global _patch_method
+    if method not in PATCH_METHODS:
+        raise ValueError(f"patch_method: method must be one of {PATCH_METHODS}, got {method!r}")
+    before, _patch_method = _patch_method, method
+    try:
+        yield
+    finally:
+        _patch_method = before
+
+
+def _uses_gram(backend: str, patch_size: int) -> bool:
+    if patch_size == 1 or _patch_method == "unfold":
+        return False
+    has = hasattr(_dispatch.implementation(backend), "patch_attention_forward")
+    if _patch_method == "gram" and not has:
+        raise ValueError(f"patch_method 'gram': backend {backend!r} has no Gram path for patches")
+    return has
+
+
+_TINY = sys.float_info.min  # keeps sqrt's gradient finite where a patch is constant
+
+
+def _patch_operands(x: torch.Tensor, patch_size: int, center: bool, dtype: torch.dtype):
+    """(B, C, H, W) -> (x channels last (B, H, W, C), a (B, H*W), m (B, H*W)) in `dtype`, with
+    m the mean of each position's zero-padded k x k patch (0 without centring) and
+    a = 1 / (|patch - m| + eps), the reference's normalisation. |patch - m|^2 = S2 - S1^2 / D
+    from box sums S1, S2 of the channel sums of x and x^2, in float64 (the subtraction
+    cancels what the mean explains)."""
+    k, C = patch_size, x.shape[1]
+    D = C * k * k
+    x = x.to(dtype)
+    x64 = x.to(torch.float64)
+
+    def box(t):  # sum over each position's zero-padded k x k window
+        return F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=True) * (k * k)
+
+    s1 = box(x64.sum(dim=1, keepdim=True)).flatten(1)
+    s2 = box((x64 * x64).sum(dim=1, keepdim=True)).flatten(1)
+    if center:
+        m = s1 / D
+        sq = s2 - s1 * m
+    else:
+        m = torch.zeros_like(s1)
+        sq = s2
+    a = 1.0 / (sq.clamp_min(_TINY).sqrt() + reference.NORM_EPS)
+    return x.permute(0, 2, 3, 1).contiguous(), a.to(dtype).contiguous(), m.to(dtype).contiguous()
+
+
+@torch.library.custom_op("exsynth::corr_patch_attention", mutates_args=())
+def _corr_patch_attention(xq: torch.Tensor, xk: torch.Tensor, v: torch.Tensor, aq: torch.Tensor,
+                          mq: torch.Tensor, ak: torch.Tensor, mk: torch.Tensor, patch_size: int,
+                          alpha: float, backend: str, check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if check_finite:
+        _validate.finite(_WARP, query_features=xq, key_features=xk, value=v, query_scale=aq,
+                         key_scale=ak)
+    return _dispatch.implementation(backend).patch_attention_forward(xq, xk, v, aq, mq, ak, mk,
+                                                                     patch_size, alpha)
+
+
+@_corr_patch_attention.register_fake
+def _(xq, xk, v, aq, mq, ak, mk, patch_size, alpha, backend, check_finite):
+    B, Hq, Wq, _ = xq.shape
+    return xq.new_empty(B, Hq * Wq, v.shape[2]), xq.new_empty(B, Hq * Wq, dtype=torch.float64)
+
+
+@torch.library.custom_op("exsynth::corr_patch_attention_backward", mutates_args=())
+def _corr_patch_attention_backward(
+        xq: torch.Tensor, xk: torch.Tensor, v: torch.Tensor, aq: torch.Tensor, mq: torch.Tensor,
+        ak: torch.Tensor, mk: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor,
+        dout: torch.Tensor, patch_size: int, alpha: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _dispatch.implementation(backend).patch_attention_backward(
+        xq, xk, v, aq, mq, ak, mk, out, lse, dlse, dout, patch_size, alpha)
+
+
+@_corr_patch_attention_backward.register_fake
+def _(xq, xk, v, aq, mq, ak, mk, out, lse, dlse, dout, patch_size, alpha, backend):
+    return tuple(torch.empty_like(t) for t in (xq, xk, v, aq, mq, ak, mk))
+
+
+def _patch_attention_setup_context(ctx, inputs, output):
+    xq, xk, v, aq, mq, ak, mk, patch_size, alpha, backend, _ = inputs
+    ctx.save_for_backward(xq, xk, v, aq, mq, ak, mk, *output)
+    ctx.patch_size, ctx.alpha, ctx.backend = patch_size, alpha, backend
+
+
+def _patch_attention_backward(ctx, grad_out, grad_lse):
+    xq, xk, v, aq, mq, ak, mk, out, lse = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    acc = _validate.accum_dtype(xq.dtype)
+    dlse = torch.zeros(lse.shape, dtype=acc, device=lse.device) if grad_lse is None else grad_lse.to(acc)
+    grads = _corr_patch_attention_backward(xq, xk, v, aq, mq, ak, mk, out, lse, dlse.contiguous(),
+                                           grad_out.contiguous(), ctx.patch_size, ctx.alpha,
+                                           ctx.backend)
+    return (*grads, None, None, None, None)
+
+
+_corr_patch_attention.register_autograd(_patch_attention_backward,
+                                        setup_context=_patch_attention_setup_context)
+
+
+@torch.library.custom_op("exsynth::corr_patch_match", mutates_args=())
+def _corr_patch_match(xq: torch.Tensor, xk: torch.Tensor, aq: torch.Tensor, mq: torch.Tensor,
+                      ak: torch.Tensor, mk: torch.Tensor, patch_size: int,
+                      backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _dispatch.implementation(backend).patch_match_forward(xq, xk, aq, mq, ak, mk, patch_size)
+
+
+@_corr_patch_match.register_fake
+def _(xq, xk, aq, mq, ak, mk, patch_size, backend):
+    B, Hq, Wq, _ = xq.shape
+    return xq.new_empty(B, Hq * Wq, dtype=torch.int64), xq.new_empty(B, Hq * Wq)
 
 
 # ---- custom ops: the fused core on (B, L, D) features ---------------------------------------
@@ -155,10 +291,16 @@ def _warp(op, query, key, value, alpha, patch_size, center, backend, return_lse)
                                           center=center, return_lse=return_lse)
     B, _, Hq, Wq = query.shape
     dtype = _dispatch.implementation(name).compute_dtype(query.dtype)
-    q = _features(query, patch_size, center, dtype)
-    k = _features(key, patch_size, center, dtype)
     v = value.flatten(2).transpose(1, 2).to(dtype).contiguous()
-    out, lse = _corr_attention(q, k, v, alpha, name, _validate.in_op_checks())
+    if _uses_gram(name, patch_size):
+        xq, aq, mq = _patch_operands(query, patch_size, center, dtype)
+        xk, ak, mk = _patch_operands(key, patch_size, center, dtype)
+        out, lse = _corr_patch_attention(xq, xk, v, aq, mq, ak, mk, patch_size, alpha, name,
+                                         _validate.in_op_checks())
+    else:
+        q = _features(query, patch_size, center, dtype)
+        k = _features(key, patch_size, center, dtype)
+        out, lse = _corr_attention(q, k, v, alpha, name, _validate.in_op_checks())
     out = out.transpose(1, 2).reshape(B, -1, Hq, Wq).to(value.dtype)
     if return_lse:  # the user's lse in the usual statistics dtype (float32 unless float64 inputs)
         return out, lse.reshape(B, Hq, Wq).to(_validate.accum_dtype(query.dtype))
@@ -211,7 +353,12 @@ def correlation_match(query: torch.Tensor, key: torch.Tensor, *, patch_size: int
     B, _, Hq, Wq = query.shape
     dtype = _dispatch.implementation(name).compute_dtype(query.dtype)
     with torch.no_grad():
-        q = _features(query, patch_size, center, dtype)
-        k = _features(key, patch_size, center, dtype)
-        index, best = _corr_match(q, k, name, _validate.in_op_checks())
+        if _uses_gram(name, patch_size):
+            xq, aq, mq = _patch_operands(query, patch_size, center, dtype)
+            xk, ak, mk = _patch_operands(key, patch_size, center, dtype)
+            index, best = _corr_patch_match(xq, xk, aq, mq, ak, mk, patch_size, name)
+        else:
+            q = _features(query, patch_size, center, dtype)
+            k = _features(key, patch_size, center, dtype)
+            index, best = _corr_match(q, k, name, _validate.in_op_checks())
     return index.reshape(B, Hq, Wq), best.to(query.dtype).reshape(B, Hq, Wq)

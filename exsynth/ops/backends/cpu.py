@@ -98,6 +98,53 @@ def _ptr(t):
     return 0 if t is None else t.data_ptr()
 
 
+# ---- k x k patches through the pixel Gram matrix (patch_correlation_kernel.h) ----------------
+# xq (B, Hq, Wq, C), xk (B, Hk, Wk, C) channels last; a*, m* (B, H*W): each position's
+# 1 / (|patch - mean| + eps) and patch mean (0 without centring); v (B, Hk*Wk, Cv). All in
+# the compute dtype, contiguous (ops/correlation.py prepares them).
+
+def patch_attention_forward(xq, xk, v, aq, mq, ak, mk, patch_size, alpha):
+    B, Hq, Wq, C = xq.shape
+    _, Hk, Wk, _ = xk.shape
+    Cv = v.shape[2]
+    out = torch.empty(B, Hq * Wq, Cv, dtype=xq.dtype)
+    lse = torch.empty(B, Hq * Wq, dtype=torch.float64)
+    _ext().corr_patch_attention_forward(
+        xq.data_ptr(), xk.data_ptr(), v.data_ptr(), aq.data_ptr(), mq.data_ptr(), ak.data_ptr(),
+        mk.data_ptr(), out.data_ptr(), lse.data_ptr(), B, Hq, Wq, Hk, Wk, C, Cv, patch_size,
+        float(alpha), _dtype_name(xq), torch.get_num_threads())
+    return out, lse
+
+
+def patch_attention_backward(xq, xk, v, aq, mq, ak, mk, out, lse, dlse, dout, patch_size, alpha):
+    """(dxq, dxk, dv, daq, dmq, dak, dmk)."""
+    B, Hq, Wq, C = xq.shape
+    _, Hk, Wk, _ = xk.shape
+    Cv = v.shape[2]
+    dout, dlse = dout.to(xq.dtype).contiguous(), dlse.to(xq.dtype).contiguous()
+    grads = [torch.empty_like(t) for t in (xq, xk, v, aq, mq, ak, mk)]
+    dxq, dxk, dv, daq, dmq, dak, dmk = grads
+    _ext().corr_patch_attention_backward(
+        xq.data_ptr(), xk.data_ptr(), v.data_ptr(), aq.data_ptr(), mq.data_ptr(), ak.data_ptr(),
+        mk.data_ptr(), out.data_ptr(), lse.data_ptr(), dlse.data_ptr(), dout.data_ptr(),
+        dxq.data_ptr(), dxk.data_ptr(), dv.data_ptr(), daq.data_ptr(), dmq.data_ptr(),
+        dak.data_ptr(), dmk.data_ptr(), B, Hq, Wq, Hk, Wk, C, Cv, patch_size, float(alpha),
+        _dtype_name(xq), torch.get_num_threads())
+    return tuple(grads)
+
+
+def patch_match_forward(xq, xk, aq, mq, ak, mk, patch_size):
+    B, Hq, Wq, C = xq.shape
+    _, Hk, Wk, _ = xk.shape
+    index = torch.empty(B, Hq * Wq, dtype=torch.int64)
+    best = torch.empty(B, Hq * Wq, dtype=xq.dtype)
+    _ext().corr_patch_match_forward(
+        xq.data_ptr(), xk.data_ptr(), aq.data_ptr(), mq.data_ptr(), ak.data_ptr(), mk.data_ptr(),
+        index.data_ptr(), best.data_ptr(), B, Hq, Wq, Hk, Wk, C, patch_size, _dtype_name(xq),
+        torch.get_num_threads())
+    return index, best
+
+
 def positional_norm_forward(x, eps):
     dtype = x.dtype
     x = _work_dtype(x)
