@@ -4,7 +4,8 @@ Prints a table (speed ratios against the anchors measured in the same run,
 peak memory) and writes JSON with the environment and command, and a PNG of it
 beside (matplotlib, the `bench` extra). `python -m bench plot FILE.json ...`
 redraws committed results; `python -m bench models --runs DIR ...` compares
-trained models (bench/models.py); `python -m bench video` times the DALI video
+trained models (bench/models.py); `python -m bench patch` times k x k patches
+(the Gram path against the unfolded rows, bench/patch_correlation.py); `python -m bench video` times the DALI video
 reader against PyAV (bench/video.py).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from . import common
 
-OPS = ("correlation", "pn_modulate", "msca", "ptxas", "plot", "models", "video")
+OPS = ("correlation", "patch", "pn_modulate", "msca", "ptxas", "plot", "models", "video")
 
 
 PTXAS_REPORT = os.path.join(os.path.dirname(__file__), "results", "ptxas.txt")
@@ -57,7 +58,7 @@ def main(argv=None):
     p.add_argument("--hw", type=int, nargs="*", help="sizes H*W (squares)")
     p.add_argument("--d", type=int, nargs="*", help="feature dims D (2304 means 256 ch x 3x3 patches)")
     p.add_argument("--cv", type=int, nargs="*", help="value channels")
-    p.add_argument("--c", type=int, nargs="*", help="pn_modulate channels")
+    p.add_argument("--c", type=int, nargs="*", help="pn_modulate / patch channels")
     p.add_argument("--n", type=int, nargs="*", help="msca value channels N")
     p.add_argument("--k", type=int, nargs="*", help="msca attention maps K")
     p.add_argument("--side", type=int, nargs="*", help="pn_modulate/msca spatial side (H = W)")
@@ -75,9 +76,9 @@ def main(argv=None):
     if args.op == "ptxas":
         return show_ptxas()
 
-    from . import correlation, norm_msca
+    from . import correlation, norm_msca, patch_correlation
 
-    run = {"correlation": correlation.run, "pn_modulate": norm_msca.run_pn,
+    run = {"correlation": correlation.run, "patch": patch_correlation.run, "pn_modulate": norm_msca.run_pn,
            "msca": norm_msca.run_msca}[args.op]
     device = torch.device(args.device)
     env = common.environment(device)
