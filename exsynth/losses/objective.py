@@ -3,10 +3,11 @@
 Each model file defines an `Objective` subclass and names it in its `ModelSpec`. The trainer
 knows nothing else about a model's training: it builds one Adam optimiser per entry of
 `optimizer_groups()` (generator role: lr_g, discriminator role: lr_d), runs `generator_terms`
-(discriminators frozen), steps the generator optimisers, then — when `discriminator_step(step)`
-(by default: unless `pretraining(step)`) — `discriminator_terms` and the discriminator
-optimisers, at the rates scaled by `lr_factor(step)`; `state_dict()` entries go into the
-checkpoint under their own keys.
+(discriminators frozen), steps the generator optimisers when `generator_step(step)` (by
+default always; otherwise the terms run without autograd, for the logs and the
+discriminator's fakes), then — when `discriminator_step(step)` (by default: unless
+`pretraining(step)`) — `discriminator_terms` and the discriminator optimisers, at the rates
+scaled by `lr_factor(step)`; `state_dict()` entries go into the checkpoint under their own keys.
 
 Randomness (pseudo-exemplar distortion, crop positions) comes from the generator passed in,
 which the trainer seeds from (seed, step[, rank]): a resumed run draws the same numbers.
@@ -126,6 +127,11 @@ class Objective:
     def pretraining(self, step: int) -> bool:
         """True while only a pre-training loss is optimised (no GAN, no discriminator step)."""
         return False
+
+    def generator_step(self, step: int) -> bool:
+        """Whether the generator takes a step at this step (default: always; a model with
+        several D steps per G step says so here)."""
+        return True
 
     def discriminator_step(self, step: int) -> bool:
         """Whether the discriminators take a step after this generator step (default: unless

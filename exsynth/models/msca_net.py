@@ -13,17 +13,22 @@ Reads top-down like the paper's Fig. 2 (scales i = 0 (finest, image size) ... L 
     SPADE synthesis, coarse → fine: conv([F_x1^(L), F_c1^(L)]) ─► ResBlk_L ─► ↑ ─► ResBlk_{L-1} ...
     each ResBlk's (PN-)SPADE layers are conditioned on [F_x1^(i), F_c1^(i)] ─► conv ─► tanh ─► x̂
 
-Self-supervision (Sec. 3.4, Eq. 9-12): `cross_reconstruction_crops` cuts two
-non-overlapping patches of one image, `reconstruction_losses` computes the patch
-cross-reconstruction (x_p from c_p and exemplar x_q, and vice versa) and the global
-self-reconstruction (x from c and exemplar x) L1 terms (+ optional perceptual terms);
-`MSCAObjective` adds the GAN terms (Eq. 12). The registry entry and presets close the file.
+Self-supervision (Sec. 3.4, Eq. 9-12): `cross_reconstruction_crops` cuts two patches of
+one image, `self_supervised_passes` runs the generator on the patch cross-reconstruction
+(x_p from c_p and exemplar x_q, and vice versa) and the global self-reconstruction (x from c
+and exemplar x), `reconstruction_losses` gives their L1 (+ optional perceptual) terms;
+`MSCAObjective` is Eq. 11: L_spade (VGG and GAN feature matching) and the GAN terms of the
+exemplar-conditioned discriminator D(x_p, c_p, x_q, c_q) on both tasks, with the paper's
+one generator update per 5 discriminator updates. The registry entry and presets close the file.
 
-Notes on choices the paper leaves open or that this package makes:
-- The SPADE layers are `exsynth.nn.PNSPADE` (positional normalisation instead of
-  SPADE's batch norm: batch-independent, and a fused op) inside `exsynth.nn.SPADEResBlock`.
+Where exsynth departs from the paper, a config option names it and the `msca-cocostuff`
+preset sets the paper's value (MSCANetConfig: synthesis_norm, synthesis_spectral_norm,
+patch_gan, exemplar_discriminator, gan_mode, d_steps_per_g, late_crop, patch_both_directions;
+the loss weights l1 and feat; the TrainConfig's learning rates). Choices the paper leaves open:
 - The synthesis starts from a conv of the coarsest [F_x1^(L), F_c1^(L)] (no noise z).
 - Label maps are resized with nearest-neighbour interpolation.
+- Patches too large to lie side by side (Sec. 4's 384 of 512) overlap: each is placed
+  uniformly on its own (the appendix with the paper's patch sampling is not available).
 """
 from __future__ import annotations
 
@@ -34,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses.gan import gan_feature_matching_loss, hinge_d_loss, hinge_g_loss
 from ..losses.objective import Objective
 from ..nn import MSCAModule, load_vgg19
-from ..nn.blocks import SPADEResBlock
+from ..nn.blocks import NORMS, MultiscalePatchDiscriminator, SPADEResBlock
 from ..registry import ModelSpec, register_model
 from ..visuals import coordinate_image
 
@@ -48,7 +54,11 @@ __all__ = [
     "VGGImageEncoder",
     "CropPair",
     "cross_reconstruction_crops",
+    "CrossReconstruction",
+    "self_supervised_passes",
     "reconstruction_losses",
+    "adversarial_g_loss",
+    "adversarial_d_loss",
     "msca_warp",
     "MSCAObjective",
     "SPEC",
@@ -56,6 +66,7 @@ __all__ = [
 
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_CHANNELS = (64, 128, 256, 512, 512)
+GAN_MODES = ("hinge", "original")
 
 
 @dataclass
@@ -82,6 +93,28 @@ class MSCANetConfig:
     attention_decoder: add Sec. 4's lightweight decoders (a 1x1 conv per scale from
         [F_x1, F_c1] to the ground truth's feature there) for attention pre-training; see
         `MSCANet.attention_pretrain_loss`. They are not used to synthesize.
+    synthesis_norm: the normalisation inside the synthesis net's SPADE layers: "pono"
+        (exsynth's PN-SPADE: batch-independent, the fused op), "batch" (the paper's SPADE,
+        Sec. 3.3: parameter-free batch norm) or "instance".
+    synthesis_spectral_norm: spectral norm on the synthesis resblocks' convs (SPADE's generator,
+        the paper's backbone).
+    crop: side of the cross-reconstruction patches as a fraction of the image's shorter side,
+        rounded down to a multiple of 2**(num_scales - 1) (Sec. 4: 256 of 512, 0.5).
+    late_crop: the patch side (same unit) from `late_crop_start` on (Sec. 4: 384 of 512 after
+        20 of the 40 epochs, 0.75); None: `crop` throughout. Patches too large to lie side by
+        side overlap.
+    late_crop_start: when late_crop takes over: a fraction (< 1) of the run or a whole step.
+    patch_both_directions: the patch task reconstructs both ways, x_p from x_q and x_q from
+        x_p, averaged (exsynth's; one more generator pass); False: Eq. 9 as written.
+    patch_gan: Eq. 11's GAN and GAN feature-matching terms on the patch cross-reconstruction
+        too; False: on the global self-reconstruction only.
+    exemplar_discriminator: the discriminator also sees the exemplar and its label,
+        D(x, c, x_exemplar, c_exemplar) as in Eq. 11; False: D(x, c).
+    gan_mode: "hinge" (SPADE's code default) or "original" (Eq. 11's log D + log(1 - D); the
+        generator minimises the non-saturating -log D(fake), as SPADE's "original" mode).
+    d_steps_per_g: discriminator steps per generator step (Sec. 4, "the weights of generator
+        are updated every 5 iterations": 5); the generator steps on the first of each cycle
+        (after any attention pre-training). Needs a GAN term when > 1.
     Inputs must have height and width divisible by 2**(num_scales - 1).
     """
 
@@ -100,6 +133,16 @@ class MSCANetConfig:
     attention_logit_scale: float = 1.0
     attention_matched_init: bool = False
     attention_decoder: bool = False
+    synthesis_norm: str = "pono"
+    synthesis_spectral_norm: bool = False
+    crop: float = 0.5
+    late_crop: Optional[float] = None
+    late_crop_start: float = 0.5
+    patch_both_directions: bool = True
+    patch_gan: bool = False
+    exemplar_discriminator: bool = False
+    gan_mode: str = "hinge"
+    d_steps_per_g: int = 1
 
     def __post_init__(self):
         self.ks = tuple(int(k) for k in self.ks)
@@ -109,6 +152,21 @@ class MSCANetConfig:
             raise ValueError(f"MSCANetConfig: with use_vgg, num_scales must be in 1..{len(VGG_LAYERS)}")
         if self.use_vgg and self.image_channels != 3:
             raise ValueError("MSCANetConfig: use_vgg needs image_channels == 3")
+        if self.synthesis_norm not in NORMS:
+            raise ValueError(f"MSCANetConfig: synthesis_norm must be one of {NORMS}, got {self.synthesis_norm!r}")
+        for name in ("crop", "late_crop"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"MSCANetConfig: {name} must be a fraction of the shorter side in (0, 1], "
+                                 f"got {value}")
+        start = self.late_crop_start
+        if not (0 < start < 1 or (float(start).is_integer() and start >= 1)):
+            raise ValueError(f"MSCANetConfig: late_crop_start must be a fraction of the run in (0, 1) or a whole "
+                             f"step number >= 1, got {start}")
+        if self.gan_mode not in GAN_MODES:
+            raise ValueError(f"MSCANetConfig: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
+        if int(self.d_steps_per_g) != self.d_steps_per_g or self.d_steps_per_g < 1:
+            raise ValueError(f"MSCANetConfig: d_steps_per_g must be a whole number >= 1, got {self.d_steps_per_g}")
 
     @property
     def n_feat(self) -> int:
@@ -120,6 +178,18 @@ class MSCANetConfig:
 
     def decoder_channels(self, i: int) -> int:
         return self.width * min(2 ** i, 8)
+
+    def crop_fraction(self, step: int, steps: int) -> float:
+        """The patch side (a fraction of the shorter side) at `step` of a `steps`-step run."""
+        if self.late_crop is None:
+            return self.crop
+        start = round(self.late_crop_start * steps) if self.late_crop_start < 1 else int(self.late_crop_start)
+        return self.late_crop if step >= start else self.crop
+
+    def patch_side(self, height: int, width: int, fraction: float) -> int:
+        """Pixels of a patch `fraction` of the shorter side, rounded down to the pyramid's multiple."""
+        multiple = 2 ** (self.num_scales - 1)
+        return max(multiple, int(min(height, width) * fraction) // multiple * multiple)
 
 
 # ---- feature extraction (Eq. 1-3) ----------------------------------------------------------------
@@ -214,7 +284,8 @@ class SynthesisNet(nn.Module):
         self.head = nn.Conv2d(cond, cfg.decoder_channels(L), 3, padding=1)
         self.blocks = nn.ModuleList(
             SPADEResBlock(cfg.decoder_channels(min(i + 1, L)), cfg.decoder_channels(i), cond,
-                          cfg.spade_hidden, norm="pono", backend=cfg.backend)
+                          cfg.spade_hidden, norm=cfg.synthesis_norm, spectral_norm=cfg.synthesis_spectral_norm,
+                          backend=cfg.backend)
             for i in range(cfg.num_scales)
         )  # blocks[i] runs at scale i; its input comes from scale i+1 (or the head at L)
         self.to_image = nn.Conv2d(cfg.decoder_channels(0), cfg.image_channels, 3, padding=1)
@@ -371,23 +442,33 @@ def _sample_pair(H: int, W: int, ch: int, cw: int, generator) -> Tuple[Tuple[int
     return ((p, p2), (q, q2)) if axis == 0 else ((p2, p), (q2, q))
 
 
-def cross_reconstruction_crops(image: torch.Tensor, label: torch.Tensor, crop, generator=None) -> CropPair:
-    """Cut two non-overlapping crops (x_p, c_p), (x_q, c_q) from each image for Eq. 9.
+def cross_reconstruction_crops(image: torch.Tensor, label: torch.Tensor, crop, generator=None,
+                               allow_overlap: bool = False) -> CropPair:
+    """Cut two crops (x_p, c_p), (x_q, c_q) from each image for Eq. 9.
 
-    crop: int or (h, w); the image must fit two crops side by side along height or width.
-    Positions are drawn per sample from `generator` (deterministic given its seed):
-    the crops are separated along a randomly chosen axis and placed uniformly otherwise.
+    crop: int or (h, w). Where two crops fit side by side along height or width they do not
+    overlap: they are separated along a randomly chosen axis and placed uniformly otherwise.
+    Where they do not fit (Sec. 4's 384 of 512), allow_overlap=True places each uniformly on
+    its own; without it that is an error. Positions are drawn per sample from `generator`
+    (deterministic given its seed).
     """
     ch, cw = (crop, crop) if isinstance(crop, int) else map(int, crop)
     B, _, H, W = image.shape
     if label.shape[0] != B or label.shape[2:] != image.shape[2:]:
         raise ValueError("cross_reconstruction_crops: image and label must share batch and spatial size")
-    if ch < 1 or cw < 1 or ch > H or cw > W or (H < 2 * ch and W < 2 * cw):
+    if ch < 1 or cw < 1 or ch > H or cw > W:
+        raise ValueError(f"cross_reconstruction_crops: a {ch}x{cw} crop does not fit in a {H}x{W} image")
+    side_by_side = H >= 2 * ch or W >= 2 * cw
+    if not side_by_side and not allow_overlap:
         raise ValueError(f"cross_reconstruction_crops: two non-overlapping {ch}x{cw} crops do not fit "
-                         f"in a {H}x{W} image")
+                         f"in a {H}x{W} image (allow_overlap=True lets them overlap)")
     xs_p, cs_p, xs_q, cs_q, bp, bq = [], [], [], [], [], []
     for b in range(B):
-        (tp, lp), (tq, lq) = _sample_pair(H, W, ch, cw, generator)
+        if side_by_side:
+            (tp, lp), (tq, lq) = _sample_pair(H, W, ch, cw, generator)
+        else:
+            tp, lp = _randint(H - ch + 1, generator), _randint(W - cw + 1, generator)
+            tq, lq = _randint(H - ch + 1, generator), _randint(W - cw + 1, generator)
         xs_p.append(image[b, :, tp:tp + ch, lp:lp + cw])
         cs_p.append(label[b, :, tp:tp + ch, lp:lp + cw])
         xs_q.append(image[b, :, tq:tq + ch, lq:lq + cw])
@@ -399,41 +480,75 @@ def cross_reconstruction_crops(image: torch.Tensor, label: torch.Tensor, crop, g
                     torch.tensor(bp, dtype=torch.long), torch.tensor(bq, dtype=torch.long))
 
 
+class CrossReconstruction(NamedTuple):
+    """One generator pass of the self-supervision: fake = G(label, exemplar, exemplar_label)
+    reconstructs target; the discriminator of Eq. 11 judges (target or fake, label, exemplar,
+    exemplar_label)."""
+
+    fake: torch.Tensor
+    target: torch.Tensor
+    label: torch.Tensor
+    exemplar: torch.Tensor
+    exemplar_label: torch.Tensor
+
+
+def self_supervised_passes(model: MSCANet, image: torch.Tensor, label: torch.Tensor, crop=None,
+                           generator: Optional[torch.Generator] = None, forward: Optional[Callable] = None,
+                           both_directions: bool = True, allow_overlap: bool = False
+                           ) -> Tuple[List[CrossReconstruction], CrossReconstruction]:
+    """Sec. 3.4's generator passes, in this order: the patch cross-reconstruction x̂_p =
+    G(c_p, x_q, c_q) (Eq. 9), with both_directions also x̂_q = G(c_q, x_p, c_p), then the
+    global self-reconstruction x̂ = G(c, x, c) (Eq. 10). Returns (patch passes, global pass).
+
+    crop: patch side in pixels, or (h, w) (default: the model's `crop` fraction of the shorter
+    side); allow_overlap: see `cross_reconstruction_crops`. forward: what to call (default
+    `model`; a DistributedDataParallel wrapper of it under multi-process training).
+    """
+    forward = model if forward is None else forward
+    if crop is None:
+        crop = model.cfg.patch_side(image.shape[2], image.shape[3], model.cfg.crop)
+    pair = cross_reconstruction_crops(image, label, crop, generator, allow_overlap=allow_overlap)
+    patches = [CrossReconstruction(forward(pair.c_p, pair.x_q, pair.c_q)["fake"], pair.x_p, pair.c_p,
+                                   pair.x_q, pair.c_q)]
+    if both_directions:
+        patches.append(CrossReconstruction(forward(pair.c_q, pair.x_p, pair.c_p)["fake"], pair.x_q, pair.c_q,
+                                           pair.x_p, pair.c_p))
+    whole = CrossReconstruction(forward(label, image, label)["fake"], image, label, image, label)
+    return patches, whole
+
+
+def _mean(values) -> torch.Tensor:
+    values = list(values)
+    return sum(values[1:], values[0]) / len(values)
+
+
 def reconstruction_losses(model: MSCANet, image: torch.Tensor, label: torch.Tensor, crop=None,
                           generator: Optional[torch.Generator] = None,
                           vgg_loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                           lambda_global: float = 1.0, forward: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
-    """Reconstruction terms of Eq. 9-11 (without the GAN terms).
+    """Reconstruction terms of Eq. 9-11 (without the GAN terms), from `self_supervised_passes`
+    in both directions.
 
     patch_l1: mean over both directions of |G(c_p, x_q, c_q) - x_p|_1 and |G(c_q, x_p, c_p) - x_q|_1
     global_l1: |G(c, x, c) - x|_1
     patch_vgg / global_vgg: the same with `vgg_loss(fake, real)` when given.
     total: patch terms + lambda_global * global terms.
     fake: the global self-reconstruction G(c, x, c) (for GAN terms).
-    crop: patch size (default: half the shorter side, rounded down to the model's multiple).
-    forward: what to call for the three passes (default `model`; a DistributedDataParallel
-    wrapper of it under multi-process training).
+    crop: patch size (default: the model's `crop`, half the shorter side, rounded down to the
+    model's multiple).
     """
-    forward = model if forward is None else forward
-    H, W = image.shape[2:]
-    if crop is None:
-        f = 2 ** (model.cfg.num_scales - 1)
-        crop = max(f, (min(H, W) // 2) // f * f)
-    pair = cross_reconstruction_crops(image, label, crop, generator)
-    fake_p = forward(pair.c_p, pair.x_q, pair.c_q)["fake"]
-    fake_q = forward(pair.c_q, pair.x_p, pair.c_p)["fake"]
-    fake = forward(label, image, label)["fake"]
+    patches, whole = self_supervised_passes(model, image, label, crop, generator, forward)
     out = dict(
-        patch_l1=0.5 * (F.l1_loss(fake_p, pair.x_p) + F.l1_loss(fake_q, pair.x_q)),
-        global_l1=F.l1_loss(fake, image),
+        patch_l1=_mean(F.l1_loss(p.fake, p.target) for p in patches),
+        global_l1=F.l1_loss(whole.fake, image),
     )
     total = out["patch_l1"] + lambda_global * out["global_l1"]
     if vgg_loss is not None:
-        out["patch_vgg"] = 0.5 * (vgg_loss(fake_p, pair.x_p) + vgg_loss(fake_q, pair.x_q))
-        out["global_vgg"] = vgg_loss(fake, image)
+        out["patch_vgg"] = _mean(vgg_loss(p.fake, p.target) for p in patches)
+        out["global_vgg"] = vgg_loss(whole.fake, image)
         total = total + out["patch_vgg"] + lambda_global * out["global_vgg"]
     out["total"] = total
-    out["fake"] = fake
+    out["fake"] = whole.fake
     return out
 
 
@@ -451,15 +566,50 @@ def msca_warp(attention, image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bck,bkp->bcp", v, beta.flatten(2)).reshape(B, -1, h, w)
 
 
+def _logits(pred) -> List[torch.Tensor]:
+    """The logit map of each scale of a multi-scale discriminator's output."""
+    return [scale[-1] if isinstance(scale, (list, tuple)) else scale for scale in pred]
+
+
+def adversarial_g_loss(fake_pred, mode: str) -> torch.Tensor:
+    """The generator's GAN loss on D(fake), averaged over scales: "hinge" -E[D(fake)];
+    "original" the non-saturating -E[log sigmoid(D(fake))] (Eq. 11's log form, as SPADE's
+    "original" mode trains G)."""
+    if mode == "hinge":
+        return hinge_g_loss(fake_pred)
+    if mode == "original":
+        return _mean(F.softplus(-p).mean() for p in _logits(fake_pred))
+    raise ValueError(f"adversarial_g_loss: mode must be one of {GAN_MODES}, got {mode!r}")
+
+
+def adversarial_d_loss(real_pred, fake_pred, mode: str) -> torch.Tensor:
+    """The discriminator's GAN loss, averaged over scales: "hinge" E[relu(1 - D(real))] +
+    E[relu(1 + D(fake))]; "original" -E[log sigmoid(D(real))] - E[log(1 - sigmoid(D(fake)))]
+    (Eq. 11's log D + log(1 - D), maximised by D)."""
+    if mode == "hinge":
+        return hinge_d_loss(real_pred, fake_pred)
+    if mode == "original":
+        return (_mean(F.softplus(-p).mean() for p in _logits(real_pred))
+                + _mean(F.softplus(p).mean() for p in _logits(fake_pred)))
+    raise ValueError(f"adversarial_d_loss: mode must be one of {GAN_MODES}, got {mode!r}")
+
+
 class MSCAObjective(Objective):
     """MSCA-Net: "pair" supervision is L1 (+ VGG) of G(c, x_exemplar, c_exemplar) against the
     ground truth; "self" is Sec. 3.4's patch cross-reconstruction + global self-reconstruction
-    (Eq. 9-11, `reconstruction_losses`); both add the GAN terms (Eq. 12). Sec. 4's attention
-    pre-training: for the TrainConfig's `attn_pretrain_steps` first steps the only loss is
-    `attn` (the attention decoders' feature reconstruction, needs the model option
+    (Eq. 9-11, `self_supervised_passes`), each with L1 (`l1`), VGG feature matching (`feat`)
+    and, for the global pass and with the model's patch_gan for the patch passes too, the GAN
+    terms (`adv`, `gan_feat`); patch terms are averaged over the patch passes, and the global
+    task weighs lambda = 1 (Eq. 11). The discriminator is D(x, c), or with the model's
+    exemplar_discriminator Eq. 11's D(x, c, x_exemplar, c_exemplar); its loss is the model's
+    gan_mode; the generator steps once per d_steps_per_g discriminator steps. Sec. 4's
+    attention pre-training: for the TrainConfig's `attn_pretrain_steps` first steps the only
+    loss is `attn` (the attention decoders' feature reconstruction, needs the model option
     attention_decoder=True) and the discriminator rests; afterwards `attn` joins with its weight.
 
-    Paper weights (Eq. 9-12): L1 reconstruction 1, feature matching 1, GAN 1; attn off."""
+    Default weights are exsynth's (L1 1, VGG feature matching 1, GAN 1, GAN feature matching
+    10); Eq. 11's (no L1, L_spade's VGG 10 and GAN feature matching 10, GAN 1) are the
+    `msca-cocostuff` preset's."""
 
     loss_names = ("l1", "feat", "perc", "adv", "gan_feat", "attn")
     default_weights = dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0)
@@ -469,9 +619,63 @@ class MSCAObjective(Objective):
         self.attn_pretrain_steps = int(getattr(self.cfg, "attn_pretrain_steps", 0) or 0)
         if (self.on("attn") or self.attn_pretrain_steps) and self.model.attention_decoder is None:
             raise ValueError("the attn loss (attention pre-training) needs the model option attention_decoder=true")
+        ratio = self.model.cfg.d_steps_per_g
+        if ratio > 1 and not len(self.discriminators):
+            raise ValueError(f"d_steps_per_g={ratio} trains the discriminator between generator steps, but no GAN "
+                             f"term is on (the adv and gan_feat weights are 0); use d_steps_per_g=1")
+
+    def build_discriminators(self) -> Dict[str, nn.Module]:
+        """One multi-scale PatchGAN on (label, image), or with exemplar_discriminator on
+        ([label, exemplar label], [image, exemplar]), when a GAN term is on."""
+        if not any(self.on(k) for k in self.gan_losses):
+            return {}
+        c, m = self.cfg, self.model.cfg
+        copies = 2 if m.exemplar_discriminator else 1
+        return {"discriminator": MultiscalePatchDiscriminator(
+            copies * c.num_classes, copies * m.image_channels, width=c.disc_width, n_layers=c.disc_layers,
+            num_scales=c.disc_scales)}
 
     def pretraining(self, step: int) -> bool:
         return step < self.attn_pretrain_steps
+
+    def generator_step(self, step: int) -> bool:
+        """Every pre-training step; afterwards the first of every d_steps_per_g steps."""
+        if self.pretraining(step):
+            return True
+        return (step - self.attn_pretrain_steps) % self.model.cfg.d_steps_per_g == 0
+
+    def discriminate(self, image: torch.Tensor, task: CrossReconstruction):
+        """The discriminator's output for `image` (the target or the fake) in the setting of `task`."""
+        d = self.D("discriminator")
+        if not self.model.cfg.exemplar_discriminator:
+            return d(task.label, image)
+        exemplar, exemplar_label = task.exemplar, task.exemplar_label
+        if exemplar.shape[2:] != image.shape[2:]:   # a "pair" exemplar of another size
+            exemplar = F.interpolate(exemplar, size=image.shape[2:], mode="bilinear", align_corners=False)
+            exemplar_label = F.interpolate(exemplar_label, size=image.shape[2:], mode="nearest")
+        return d(torch.cat([task.label, exemplar_label], 1), torch.cat([image, exemplar], 1))
+
+    def _gan_task_terms(self, task: CrossReconstruction) -> Dict[str, torch.Tensor]:
+        """adv and gan_feat of one pass against the frozen discriminator."""
+        out = {}
+        fake_pred = self.discriminate(task.fake, task)
+        if self.on("adv"):
+            out["adv"] = adversarial_g_loss(fake_pred, self.model.cfg.gan_mode)
+        if self.on("gan_feat"):
+            with torch.no_grad():
+                real_pred = self.discriminate(task.target, task)
+            out["gan_feat"] = gan_feature_matching_loss(fake_pred, real_pred, sum_layers=self.gan_feat_sum_layers)
+        return out
+
+    def _gan_terms(self, terms, whole: CrossReconstruction, patches: List[CrossReconstruction]) -> None:
+        """Eq. 11's GAN terms: the global pass's, plus the mean of the patch passes'."""
+        if not len(self.discriminators):
+            return
+        found = self._gan_task_terms(whole)
+        if patches:
+            per_patch = [self._gan_task_terms(p) for p in patches]
+            found = {k: v + _mean(t[k] for t in per_patch) for k, v in found.items()}
+        terms.update(found)
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         terms = {}
@@ -486,33 +690,54 @@ class MSCAObjective(Objective):
                 warped = msca_warp(out["attention"][0], exemplar)
             visuals = dict(label=label, exemplar=exemplar, warped=warped, fake=out["fake"].detach(), image=image)
             return terms["attn"], terms, visuals
+        m = self.model.cfg
         if self.supervision == "self":
             label, image = batch["label"], batch["image"]
-            vgg = self.vgg.feature_matching if (self.vgg is not None and self.on("feat")) else None
-            r = reconstruction_losses(self.model, image, label, generator=gen, vgg_loss=vgg, forward=self.G)
-            terms["l1"] = r["patch_l1"] + r["global_l1"]
-            if vgg is not None:
-                terms["feat"] = r["patch_vgg"] + r["global_vgg"]
-            fake, exemplar, warped = r["fake"], image, None
-            if self.on("attn"):  # one more global pass: reconstruction_losses keeps its outputs
+            crop = m.patch_side(image.shape[2], image.shape[3], m.crop_fraction(step, self.cfg.steps))
+            patches, whole = self_supervised_passes(self.model, image, label, crop, gen, forward=self.G,
+                                                    both_directions=m.patch_both_directions, allow_overlap=True)
+            if self.on("l1"):
+                terms["l1"] = _mean(F.l1_loss(p.fake, p.target) for p in patches) + F.l1_loss(whole.fake, image)
+            if self.vgg is not None and self.on("feat"):
+                feat = self.vgg.feature_matching
+                terms["feat"] = _mean(feat(p.fake, p.target) for p in patches) + feat(whole.fake, image)
+            exemplar, warped = image, None
+            if self.on("attn"):  # one more global pass: the passes above keep their outputs
                 terms["attn"] = self.model.attention_pretrain_loss(self.G(label, image, label, decode_attention=True),
                                                                    image)
+            gan_patches = patches if m.patch_gan else []
         else:
             label, image, exemplar, exemplar_label = self.inputs(batch, gen)
             out = self.G(label, exemplar, exemplar_label, return_attention=True, decode_attention=self.on("attn"))
-            fake = out["fake"]
+            whole = CrossReconstruction(out["fake"], image, label, exemplar, exemplar_label)
             with torch.no_grad():  # for the image grid: the exemplar carried by the finest attention
                 warped = msca_warp(out["attention"][0], exemplar)
             if self.on("l1"):
-                terms["l1"] = F.l1_loss(fake, image)
-            self.vgg_terms(terms, fake, image)
+                terms["l1"] = F.l1_loss(whole.fake, image)
+            self.vgg_terms(terms, whole.fake, image)
             if self.on("attn"):
                 terms["attn"] = self.model.attention_pretrain_loss(out, image)
-        self.gan_terms(terms, label, fake, image)
-        visuals = dict(label=label, exemplar=exemplar, fake=fake, image=image)
+            gan_patches = []
+        self._gan_terms(terms, whole, gan_patches)
+        visuals = dict(label=label, exemplar=exemplar, fake=whole.fake, image=image, global_pass=whole,
+                       patch_passes=gan_patches)
         if warped is not None:
             visuals["warped"] = warped
         return self.total(terms), terms, visuals
+
+    def discriminator_terms(self, visuals, step: int):
+        """The model's gan_mode loss on the global pass (logged under the mode's name), plus the
+        mean over the patch passes with patch_gan (logged as patch_<mode>)."""
+        mode = self.model.cfg.gan_mode
+
+        def loss(task: CrossReconstruction) -> torch.Tensor:
+            return adversarial_d_loss(self.discriminate(task.target, task),
+                                      self.discriminate(task.fake.detach(), task), mode)
+
+        terms = {mode: loss(visuals["global_pass"])}
+        if visuals["patch_passes"]:
+            terms[f"patch_{mode}"] = _mean(loss(p) for p in visuals["patch_passes"])
+        return sum(terms.values()), terms
 
 
 # ---- registry entry ----------------------------------------------------------------------------
@@ -539,6 +764,26 @@ PRESETS = {
                            attention_matched_init=True),
         losses=dict(l1=10.0, feat=0.0, perc=0.0, adv=0.0, gan_feat=0.0),
         checkpoint_every=200, image_every=100,
+    ),
+    # The paper's COCO-stuff training (Zheng et al., ECCV 2020; Sec. 4 "Implementation Details",
+    # Sec. 3.3-3.4, Eq. 9-11): images resized to 512 x 512, two 256 x 256 patches, 384 x 384 after
+    # 20 of the 40 epochs; lr 0.0002 for G and D, G updated every 5 iterations; K = 8,16,16,16,16
+    # on VGG19 features; SPADE synthesis (batch norm; spectral norm as SPADE's generator);
+    # Eq. 11: x_p from x_q only, GAN terms of D(x_p, c_p, x_q, c_q) in the log form on both tasks,
+    # L_spade = VGG + GAN feature matching at SPADE's weights (10, 10), lambda = 1, no pixel L1.
+    # The paper does not state: the batch size (8 here), Adam's betas ((0.5, 0.999): SPADE's with
+    # equal G and D rates), the discriminator (SPADE's: 2 scales, 4 layers, width 64), the
+    # attention pre-training's length (so none; attn_pretrain_steps with attention_decoder=true
+    # adds it). Its 40 epochs were over 34,698 filtered images; here over the data given.
+    "msca-cocostuff": dict(
+        model="msca", dataset="cocostuff", size=512, batch_size=8, epochs=40, lr_g=2e-4, lr_d=2e-4,
+        betas=(0.5, 0.999), supervision="self", data_options=dict(load_size=512),
+        disc_width=64, disc_layers=4, disc_scales=2,
+        model_options=dict(use_vgg=True, ks=(8, 16, 16, 16, 16), synthesis_norm="batch",
+                           synthesis_spectral_norm=True, crop=0.5, late_crop=0.75, late_crop_start=0.5,
+                           patch_both_directions=False, patch_gan=True, exemplar_discriminator=True,
+                           gan_mode="original", d_steps_per_g=5),
+        losses=dict(l1=0.0, feat=10.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0),
     ),
 }
 

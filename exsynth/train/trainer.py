@@ -168,6 +168,11 @@ class Trainer:
                              f"baseline needs supervision 'pair' or 'pseudo'")
         torch.manual_seed(cfg.seed)
         self.dataset = make_dataset(cfg, ctx=self.ctx)
+        if cfg.epochs is not None:  # the run's length in passes over this training set
+            if isinstance(self.dataset, IterableDataset):
+                raise ValueError(f"epochs {cfg.epochs}: the {cfg.source_name()} data source streams samples and "
+                                 f"has no length to count epochs by; give --steps instead")
+            self.cfg = cfg = cfg.resolve_epochs(len(self.dataset))
         try:
             self.model = build_model(cfg.model, self._model_config()).to(self.device)
         except TypeError as e:  # a model option of the wrong type
@@ -344,7 +349,9 @@ class Trainer:
         logs: Dict[str, float] = {}
         self.discriminators.requires_grad_(False)   # G step: the discriminators are fixed critics
         self.objective.set_phase("g")
-        with self._autocast():
+        # a step without a generator update still runs the terms (logs, the discriminator's fakes)
+        update_generator = self.objective.generator_step(self.step)
+        with self._autocast(), torch.set_grad_enabled(update_generator):
             total, terms, visuals = self.objective.generator_terms(batch, self.step, gen)
         if not D.all_true(bool(torch.isfinite(total)), self.device):  # every process stops together
             where = ""
@@ -357,9 +364,10 @@ class Trainer:
                 total_value = total.item()
             raise FloatingPointError(f"step {self.step}: generator loss is {total_value}{where}"
                                      + ("" if where else f" (terms: { {k: float(v) for k, v in terms.items()} })"))
-        self._zero_grad("g")
-        self.scaler.scale(total).backward()
-        self._step_optimizers("g")
+        if update_generator:
+            self._zero_grad("g")
+            self.scaler.scale(total).backward()
+            self._step_optimizers("g")
         logs.update({f"G/{k}": v.item() for k, v in terms.items()})
         logs["G/total"] = total.item()
         if len(self.discriminators) and self.objective.discriminator_step(self.step):
@@ -381,9 +389,11 @@ class Trainer:
     def dry_run(self) -> Dict[str, Any]:
         """What a run would be, without training or writing anything: the resolved config, the
         trainable parameters of the generator and each discriminator, and the activation memory
-        one sample costs: the bytes autograd saves for the backward of one generator step on
-        one sample of the data at the run's size (distinct storages, counted once each), the
-        larger of the first and the last step (a schedule may switch terms or stages on)."""
+        one sample costs: the bytes autograd saves for the backward of one sample's generator
+        step, or of its discriminator step where that saves more (the two backward passes do
+        not overlap), at the run's size (distinct storages, counted once each; weights
+        excluded), the larger of the first and the last step (a schedule may switch terms or
+        stages on). Measured against the peak of a real step in tests/test_dry_run_memory.py."""
         count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
         parameters = dict(generator=count(self.model), **{name: count(d) for name, d in self.discriminators.items()})
         if isinstance(self.dataset, IterableDataset):
@@ -392,27 +402,42 @@ class Trainer:
             sample = self.dataset[DrawIndex(0, 0)]
         batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in _collate([sample]).items()}
         self.model.train()
-        self.discriminators.requires_grad_(False)
-        # weights autograd saves (a conv keeps its weight) are not activations
-        modules = [self.model, self.discriminators] + ([self.objective.vgg] if self.objective.vgg is not None else [])
-        weights = {t.untyped_storage().data_ptr() for m in modules for t in [*m.parameters(), *m.buffers()]}
         saved = []
-        for step in sorted({0, self.cfg.steps - 1}):
-            seen: Dict[Any, int] = {}
-
-            def pack(t, seen=seen):
-                st = t.untyped_storage()
-                if st.data_ptr() not in weights:
-                    seen[(st.data_ptr(), str(st.device))] = st.nbytes()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self._autocast():
-                total, _, _ = self.objective.generator_terms(batch, step, self._generator())
-            del total
-            saved.append(sum(seen.values()))
-        self.discriminators.requires_grad_(True)
+        try:
+            for step in sorted({0, self.cfg.steps - 1}):
+                self.discriminators.requires_grad_(False)
+                self.objective.set_phase("g")
+                g_bytes, (total, _, visuals) = self._saved_bytes(
+                    lambda: self.objective.generator_terms(batch, step, self._generator()))
+                del total
+                d_bytes = 0
+                if len(self.discriminators) and self.objective.discriminator_step(step):
+                    self.discriminators.requires_grad_(True)
+                    self.objective.set_phase("d")
+                    d_bytes, _ = self._saved_bytes(lambda: self.objective.discriminator_terms(visuals, step))
+                saved.append(max(g_bytes, d_bytes))
+        finally:
+            self.discriminators.requires_grad_(True)
+            self.objective.set_phase("g")
         return dict(config=self.cfg.to_dict(), supervision=self.supervision, parameters=parameters,
                     activation_bytes_per_sample=int(max(saved)))
+
+    def _saved_bytes(self, fn):
+        """(bytes of the distinct storages autograd saves for backward while `fn` runs, weights
+        and buffers of the networks excluded; fn's result)."""
+        modules = [self.model, self.discriminators] + ([self.objective.vgg] if self.objective.vgg is not None else [])
+        weights = {t.untyped_storage().data_ptr() for m in modules for t in [*m.parameters(), *m.buffers()]}
+        seen: Dict[Any, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in weights:
+                seen[(st.data_ptr(), str(st.device))] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self._autocast():
+            result = fn()
+        return sum(seen.values()), result
 
     # ---- the loop ----------------------------------------------------------------------------
 
