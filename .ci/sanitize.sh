@@ -31,7 +31,7 @@ set +e  # keep going to the report scan below, whatever pytest returns
 PYTHONPATH="$san/site" TRITON_INTERPRET=0 LD_PRELOAD="$preload" \
   ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  pytest -q -p no:cacheprovider tests/test_correlation.py tests/test_correlation_errors.py \
+  pytest -q -p no:cacheprovider tests/test_correlation.py tests/test_patch_correlation.py tests/test_correlation_errors.py \
     tests/test_norm_msca.py tests/test_op_matrix.py tests/test_poisoned_outputs.py tests/test_backends.py \
     2>&1 | tee "$san/pytest.log"
 status=${PIPESTATUS[0]}
