@@ -234,3 +234,17 @@ def test_bad_options_name_themselves(option, value, message):
 def test_epochs_become_steps(tmp_path):
     tr = Trainer(tiny_cfg(tmp_path, epochs=2, steps=1000), quiet=True)
     assert tr.cfg.steps == 2 * 8 // 2 and tr.cfg.epochs is None   # train_length 8, batch 2
+
+
+def test_ddp_paper_options_keep_ranks_identical(tmp_path):
+    """Under torchrun the discriminator-only steps (no generator autograd) and the conditioned
+    patch discriminator train the same on every process."""
+    from test_ddp import _run, _summary, _torchrun
+    args = ["--preset", "msca-cpu64", "--size", "32", "--num-classes", "4", "--batch-size", "2",
+            "--supervision", "self", "--option", "num_scales=3", "--option", "ks=[2,2,2]",
+            "--option", "d_steps_per_g=2", "--option", "patch_gan=true", "--option", "exemplar_discriminator=true",
+            "--option", "gan_mode=original", "--option", "late_crop=0.75", "--option", "late_crop_start=2",
+            "--loss", "adv=1", "--loss", "gan_feat=1", "--disc-layers", "2", "--steps", "3", "--threads", "1",
+            "--out", str(tmp_path / "r"), "--quiet"]
+    s = _summary(_run(_torchrun() + args))
+    assert s["step"] == 3 and s["ranks_identical"] is True
