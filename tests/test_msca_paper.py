@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from exsynth.models.msca_net import (
     CrossReconstruction,
-    MSCAObjective,
     adversarial_d_loss,
     adversarial_g_loss,
     cross_reconstruction_crops,
