@@ -757,6 +757,24 @@ def demo_cmd(args) -> int:
     return 0
 
 
+# ---- convert -------------------------------------------------------------------------------------
+
+def convert_cmd(args) -> int:
+    from exsynth.convert import ConversionError, converters
+    table = converters()
+    if args.source not in table:
+        raise UsageError(f"--from {args.source!r}: expected one of {', '.join(table)} (the code whose checkpoint it is)")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out}: exists (pass --overwrite to replace it)")
+    try:
+        table[args.source].convert(args.ckpt_dir, args.preset, out, epoch=args.epoch)
+    except ConversionError as e:
+        raise UsageError(str(e)) from None
+    print(f"{out}: --preset {args.preset} with the weights of {args.source}'s {args.epoch} files in {args.ckpt_dir}")
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 def _train_context(argv):
@@ -925,6 +943,17 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=pairs_cmd)
+
+    p = sub.add_parser("convert", help="a published code's checkpoint -> an exsynth checkpoint (synthesize runs it)")
+    p.add_argument("--from", dest="source", required=True,
+                   help="the code that wrote the checkpoint (a registered converter, e.g. the model's own name)")
+    p.add_argument("ckpt_dir", help="the folder holding the released files")
+    p.add_argument("--preset", required=True, help="the preset of the options the checkpoint was trained with")
+    p.add_argument("--epoch", default="latest", help="which files: the code's {epoch} file name prefix "
+                                                     "(its --which_epoch; default latest)")
+    p.add_argument("--out", required=True, help="the exsynth checkpoint to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=convert_cmd)
 
     p = sub.add_parser("demo", help="the shipped checkpoint on held-out synthetic inputs x exemplars")
     p.add_argument("--out", default="demo")

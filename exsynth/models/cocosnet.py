@@ -34,6 +34,8 @@ __all__ = [
     "TranslationNet",
     "CoCosNet",
     "CoCosNetObjective",
+    "CODE_ARCHITECTURE",
+    "init_weights",
     "SPEC",
 ]
 
@@ -632,13 +634,101 @@ def run(model: CoCosNet, label, exemplar, exemplar_label=None, visuals=()) -> di
     return res
 
 
+# The released code's network as its README's commands build it: --use_attention --PONO --PONO_C,
+# and its defaults (ngf 64, match_kernel 3, temperature 0.01, adaptor_kernel 3, nearest warp upsampling,
+# norm_G spectralspadesyncbatch3x3 with PONO, init_type xavier, init_variance 0.02).
+CODE_ARCHITECTURE = dict(
+    width=64, num_up=5, max_mult=16, spade_hidden=128, use_spectral_norm=True, adaptor_downsample=2,
+    patch_size=3, alpha=100.0, use_nonlocal=True, adaptor="spade", adaptor_kernel=3, normalize_adaptor_features=True,
+    feature_block="prelu", separate_theta_phi=True, generator_layout="spade", spade_padding="reflect",
+    nonlocal_pool_keys=True, warp_upsample="nearest", init="xavier", init_gain=0.02, mask_loss="code",
+)
+
+# The README's training runs: 256 px, batchSize 32, Adam with TTUR (G 1e-4, D 4e-4, betas (0, 0.9)),
+# niter epochs at a constant rate then niter_decay (= niter in every command) decaying to 0, the
+# multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
+# print_freq 100, display_freq 2000, save_latest_freq 5000 iterations.
+_CODE_TRAINING = dict(
+    model="cocosnet", size=256, batch_size=32, lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), lr_decay_steps=0.5,
+    disc_width=64, disc_layers=4, disc_scales=2, log_every=100, image_every=2000, checkpoint_every=5000,
+)
+
+
+def _code_losses(fm_ratio: float, weight_perceptual: float, warp_cycle_w: float = 0.0, warp_self_w: float = 0.0,
+                 weight_mask: float = 0.0) -> dict:
+    """The loss weights of a train.py command from its flags (lambda_vgg 10, ctx_w 1,
+    novgg_featpair 10, weight_gan 10, lambda_feat 10 in every command)."""
+    return dict(l1=0.0, feat=10.0 * fm_ratio, perc=weight_perceptual, context=10.0, domain=10.0, reg=warp_cycle_w,
+                warp=warp_self_w, mask=weight_mask, adv=10.0, gan_feat=10.0)
+
+
 PRESETS = {
+    # python train.py --name ade20k --dataset_mode ade20k --dataroot dataset_path --niter 100 --niter_decay 100
+    #   --use_attention --maskmix --noise_for_mask --mask_epoch 150 --warp_mask_losstype direct --weight_mask 100.0
+    #   --PONO --PONO_C --vgg_normal_correct --batchSize 32
+    # (the README's ADE20k model that needs no exemplar mask at test; its released checkpoint is
+    # epoch 90's: `exsynth convert --epoch 90`)
+    "cocosnet-ade20k": dict(
+        _CODE_TRAINING, dataset="ade20k", epochs=200, mask_warmup_steps=150 / 200,
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        model_options=dict(CODE_ARCHITECTURE, maskmix=True, noise_for_mask=True, perceptual_layer="relu5_2"),
+        losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
+    ),
+    # python train.py --name ade20k --dataset_mode ade20k --dataroot dataset_path --niter 100 --niter_decay 100
+    #   --use_attention --maskmix --warp_mask_losstype direct --weight_mask 100.0 --PONO --PONO_C
+    #   --batchSize 32 --vgg_normal_correct
+    # (the README's first ADE20k model, released as latest: synthesis takes the exemplar's mask)
+    "cocosnet-ade20k-mask": dict(
+        _CODE_TRAINING, dataset="ade20k", epochs=200,
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        model_options=dict(CODE_ARCHITECTURE, maskmix=True, perceptual_layer="relu5_2"),
+        losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
+    ),
+    # python train.py --name celebahq --dataset_mode celebahq --dataroot dataset_path --niter 30 --niter_decay 30
+    #   --which_perceptual 4_2 --weight_perceptual 0.001 --use_attention --maskmix --warp_mask_losstype direct
+    #   --weight_mask 100.0 --PONO --PONO_C --vgg_normal_correct --fm_ratio 1.0 --warp_bilinear --warp_cycle_w 0.1
+    #   --batchSize 32
+    # with --adaptor_kernel 4, which the README's test command gives the released model (the training
+    # command leaves it at 3, which would not load that checkpoint)
+    "cocosnet-celebahq": dict(
+        _CODE_TRAINING, dataset="celebahq", epochs=60,
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
+                           perceptual_layer="relu4_2"),
+        losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=0.1, weight_mask=100.0),
+    ),
+    # python train.py --name celebahqedge --dataset_mode celebahqedge --dataroot dataset_path --niter 30
+    #   --niter_decay 30 --which_perceptual 4_2 --weight_perceptual 0.001 --use_attention --maskmix --PONO --PONO_C
+    #   --vgg_normal_correct --fm_ratio 1.0 --warp_bilinear --warp_cycle_w 1 --batchSize 32
+    # with the test command's --adaptor_kernel 4 (the released model)
+    "cocosnet-celebahq-edge": dict(
+        _CODE_TRAINING, dataset="celebahq-edge", epochs=60,
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
+                           perceptual_layer="relu4_2"),
+        losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=1.0),
+    ),
+    # python train.py --name deepfashion --dataset_mode deepfashion --dataroot dataset_path --niter 50
+    #   --niter_decay 50 --which_perceptual 4_2 --weight_perceptual 0.001 --use_attention
+    #   --real_reference_probability 0.0 --PONO --PONO_C --vgg_normal_correct --fm_ratio 1.0 --warp_bilinear
+    #   --warp_self_w 100 --no_flip --warp_patch --video_like --batchSize 32
+    # with the test command's --adaptor_kernel 4 (the released model)
+    "cocosnet-deepfashion": dict(
+        _CODE_TRAINING, dataset="deepfashion", epochs=100,
+        data_options=dict(real_reference_probability=0.0, flip=False, video_like=True),
+        model_options=dict(CODE_ARCHITECTURE, warp_upsample="bilinear", warp_patch=True, adaptor_kernel=4,
+                           perceptual_layer="relu4_2"),
+        losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_self_w=100.0),
+    ),
     # the recipe of the checkpoint shipped for `exsynth demo`: 10 CPU minutes at 64 px
     "cocosnet-cpu64": dict(
         model="cocosnet", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
         steps=700,
+        # the paper's match kernel 3 (correlation on 3x3 patches, through the cpu backend's
+        # Gram path at the cost of 1x1); correspondence at 32x32 (full resolution, 64x64,
+        # measured ~10x slower per step on this CPU)
         model_options=dict(width=8, adaptor_downsample=1, num_up=3, max_mult=8, spade_hidden=32,
-                           exemplar_label_input=True),
+                           exemplar_label_input=True, patch_size=3),
         losses=dict(l1=10.0, feat=0.0, perc=0.0, context=0.0, domain=1.0, reg=1.0, warp=10.0, mask=1.0,
                     adv=0.0, gan_feat=0.0),
         checkpoint_every=200, image_every=100,
@@ -653,7 +743,7 @@ SPEC = register_model(ModelSpec(
     supervision=("pair", "pseudo"),
     unpaired_supervision="pseudo",
     run=run,
-    needs_exemplar_label=lambda cfg: cfg.exemplar_label_input,
+    needs_exemplar_label=lambda cfg: cfg.exemplar_label_input or (cfg.maskmix and not cfg.noise_for_mask),
     # generator upsamplings; the adaptors' stride-2 convs
     size_multiple=lambda cfg: max(2 ** cfg.num_up, 2 ** cfg.adaptor_downsample),
     visuals=("warped", "correspondence"),

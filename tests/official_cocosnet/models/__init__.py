@@ -1,0 +1,1 @@
+"""Stub package: CoCosNet's `models` (see ../README.md)."""

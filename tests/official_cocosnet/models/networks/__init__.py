@@ -1,0 +1,1 @@
+"""Stub package: CoCosNet's `models.networks` without its network registry (see ../../README.md)."""

@@ -1,0 +1,1 @@
+"""Stub package: CoCosNet's `util` (see ../README.md)."""
