@@ -724,11 +724,13 @@ PRESETS = {
     "cocosnet-cpu64": dict(
         model="cocosnet", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
         steps=700,
-        # the paper's match kernel 3 (correlation on 3x3 patches, through the cpu backend's
-        # Gram path at the cost of 1x1); correspondence at 32x32 (full resolution, 64x64,
-        # measured ~10x slower per step on this CPU)
+        # match kernel 1: with the paper's 3 (--option patch_size=3, the cpu backend's Gram
+        # path) a step took 1.35x as long on 2 threads here and 10 minutes reached 416 of the
+        # 700 steps: 21.40 / 21.83 dB (output / warped) against this recipe's 21.86 / 22.30
+        # (bench/results/train/cocosnet64_k3_*). Full-resolution correspondence (64x64,
+        # adaptor_downsample=0) measured ~10x slower per step.
         model_options=dict(width=8, adaptor_downsample=1, num_up=3, max_mult=8, spade_hidden=32,
-                           exemplar_label_input=True, patch_size=3),
+                           exemplar_label_input=True),
         losses=dict(l1=10.0, feat=0.0, perc=0.0, context=0.0, domain=1.0, reg=1.0, warp=10.0, mask=1.0,
                     adv=0.0, gan_feat=0.0),
         checkpoint_every=200, image_every=100,
