@@ -36,6 +36,34 @@ def test_opcheck_attention_backward_and_match():
     torch.library.opcheck(torch.ops.exsynth.corr_match.default, (q, k, "cpu", False))
 
 
+def test_opcheck_patch_ops():
+    """The Gram path's custom ops (k x k patches on the cpu backend)."""
+    from exsynth.ops.correlation import _patch_operands
+    xq, aq, mq = _patch_operands(torch.randn(2, 5, 4, 6, dtype=torch.float64), 3, True, torch.float64)
+    xk, ak, mk = _patch_operands(torch.randn(2, 5, 3, 7, dtype=torch.float64), 3, True, torch.float64)
+    v = torch.randn(2, 21, 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.exsynth.corr_patch_attention.default,
+                          (xq, xk, v, aq, mq, ak, mk, 3, 10.0, "cpu", True))
+    grad_args = tuple(t.clone().requires_grad_() for t in (xq, xk, v, aq, mq, ak, mk))
+    torch.library.opcheck(torch.ops.exsynth.corr_patch_attention.default,
+                          grad_args + (3, 10.0, "cpu", False))
+    out, lse = torch.ops.exsynth.corr_patch_attention(xq, xk, v, aq, mq, ak, mk, 3, 10.0, "cpu", False)
+    torch.library.opcheck(torch.ops.exsynth.corr_patch_attention_backward.default,
+                          (xq, xk, v, aq, mq, ak, mk, out, lse, torch.randn(lse.shape, dtype=torch.float64),
+                           torch.randn_like(out), 3, 10.0, "cpu"))
+    torch.library.opcheck(torch.ops.exsynth.corr_patch_match.default, (xq, xk, aq, mq, ak, mk, 3, "cpu", True))
+
+
+def test_torch_compile_catches_nan_in_the_patch_match():
+    torch._dynamo.reset()
+    f = torch.compile(lambda q, k: ops.correlation_match(q, k, patch_size=3, backend="cpu"), fullgraph=True)
+    q, k = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 6, 4)
+    f(q, k)
+    k[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        f(q, k)
+
+
 class _Warp(torch.nn.Module):
     def __init__(self):
         super().__init__()

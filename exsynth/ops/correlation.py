@@ -166,13 +166,16 @@ _corr_patch_attention.register_autograd(_patch_attention_backward,
 
 @torch.library.custom_op("exsynth::corr_patch_match", mutates_args=())
 def _corr_patch_match(xq: torch.Tensor, xk: torch.Tensor, aq: torch.Tensor, mq: torch.Tensor,
-                      ak: torch.Tensor, mk: torch.Tensor, patch_size: int,
-                      backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                      ak: torch.Tensor, mk: torch.Tensor, patch_size: int, backend: str,
+                      check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if check_finite:
+        _validate.finite("correlation_match", query_features=xq, key_features=xk, query_scale=aq,
+                         key_scale=ak)
     return _dispatch.implementation(backend).patch_match_forward(xq, xk, aq, mq, ak, mk, patch_size)
 
 
 @_corr_patch_match.register_fake
-def _(xq, xk, aq, mq, ak, mk, patch_size, backend):
+def _(xq, xk, aq, mq, ak, mk, patch_size, backend, check_finite):
     B, Hq, Wq, _ = xq.shape
     return xq.new_empty(B, Hq * Wq, dtype=torch.int64), xq.new_empty(B, Hq * Wq)
 
@@ -356,7 +359,8 @@ def correlation_match(query: torch.Tensor, key: torch.Tensor, *, patch_size: int
         if _uses_gram(name, patch_size):
             xq, aq, mq = _patch_operands(query, patch_size, center, dtype)
             xk, ak, mk = _patch_operands(key, patch_size, center, dtype)
-            index, best = _corr_patch_match(xq, xk, aq, mq, ak, mk, patch_size, name)
+            index, best = _corr_patch_match(xq, xk, aq, mq, ak, mk, patch_size, name,
+                                            _validate.in_op_checks())
         else:
             q = _features(query, patch_size, center, dtype)
             k = _features(key, patch_size, center, dtype)
