@@ -61,10 +61,14 @@ struct PatchTiling {
   }
 };
 
-template <typename T> struct PatchTiles {
-  static constexpr int64_t query_cells = 256;  // a 16 x 16 query tile
-  static constexpr int64_t key_cells = 256;
-};
+// The two grids' tilings: query tiles of up to 256 cells (16 x 16); key tiles likewise, their
+// columns padded to whole vectors.
+template <typename T> static PatchTiling query_tiling(int64_t H, int64_t W, int64_t k) {
+  return PatchTiling(H, W, k, 1, 256);
+}
+template <typename T> static PatchTiling key_tiling(int64_t H, int64_t W, int64_t k) {
+  return PatchTiling(H, W, k, Simd<T>::W, 256);
+}
 
 // Rows of extended tile t of x (H, W, C) into dst (rows_padded x C), zero outside the image
 // and past the tile.
@@ -96,7 +100,10 @@ template <typename T> struct PatchKeys {
   // b, n: per-cell scalars (0 on masked cells); mask: 0 or -inf; pos: image position or -1
   std::vector<T> ye_t, ye_c, vc, vt, vtt, b, n, mask;
   std::vector<int64_t> pos;
-  explicit PatchKeys(const PatchTiling& g_) : g(g_) {}
+  explicit PatchKeys(const PatchTiling& g_)
+      : g(g_), C(0), Cv(0), ncol(round_up(g.cells(), Tiles<T>::NR)), ext_pan(ceil_div(g.ext(), Tiles<T>::NR)),
+        // the shifted reads of a key row run up to twp - tw past the extended tile
+        ldg(round_up(g.ext() + g.twp, Tiles<T>::NR)) {}
 };
 
 template <typename T>
@@ -107,10 +114,6 @@ static void pack_patch_keys(const T* xk, const T* v, const T* ak, const T* mk, i
   const int64_t nt = g.tiles(), ext = g.ext(), cells = g.cells();
   kp.C = C;
   kp.Cv = Cv;
-  kp.ncol = round_up(cells, NR);
-  kp.ext_pan = ceil_div(ext, NR);
-  // the shifted reads of a key row run up to twp - tw past the extended tile
-  kp.ldg = round_up(ext + g.twp, NR);
   const int64_t ncol = kp.ncol, n_cpan = ceil_div(C, NR), n_vpan = ceil_div(Cv, NR);
   kp.ye_t.assign(nt * kp.ext_pan * C * NR, T(0));
   if (for_backward) kp.ye_c.assign(nt * n_cpan * ext * NR, T(0));
@@ -150,6 +153,21 @@ static void pack_patch_keys(const T* xk, const T* v, const T* ak, const T* mk, i
       for (int64_t p = 0; p < ncol / NR; ++p)
         pack_row_panel_t(Vt.data(), ncol, Cv, Cv, p * NR, kp.vt.data() + (t * (ncol / NR) + p) * Cv * NR);
   }
+}
+
+// Every image's key side (v null for the match), packed in parallel over the batch.
+template <typename T>
+static std::vector<PatchKeys<T>> pack_batch_keys(const T* xk, const T* v, const T* ak, const T* mk,
+                                                 int64_t B, const PatchTiling& gk, int64_t C,
+                                                 int64_t Cv, bool small_cv, bool for_backward,
+                                                 int nthreads) {
+  const int64_t Lk = gk.H * gk.W;
+  std::vector<PatchKeys<T>> keys(B, PatchKeys<T>(gk));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    pack_patch_keys(xk + b * Lk * C, v ? v + b * Lk * Cv : nullptr, ak + b * Lk, mk + b * Lk, C, Cv,
+                    small_cv, for_backward, keys[b]);
+  return keys;
 }
 
 // Ge (rows_q x ldg) = Xe (rows_q x C, rows_q a multiple of MR) . Ye^T for key tile t.
@@ -278,19 +296,15 @@ void patch_attention_forward(const T* xq, const T* xk, const T* v, const T* aq, 
                              int64_t Wq, int64_t Hk, int64_t Wk, int64_t C, int64_t Cv,
                              int64_t k, T alpha, int nthreads) {
   constexpr int NR = Tiles<T>::NR;
-  const int64_t Lq = Hq * Wq, Lk = Hk * Wk;
+  const int64_t Lq = Hq * Wq;
   const T D = T(C * k * k);
-  const PatchTiling gq(Hq, Wq, k, 1, PatchTiles<T>::query_cells);
-  const PatchTiling gk(Hk, Wk, k, Simd<T>::W, PatchTiles<T>::key_cells);
+  const PatchTiling gq = query_tiling<T>(Hq, Wq, k), gk = key_tiling<T>(Hk, Wk, k);
   const int64_t Cvp = round_up(Cv, NR), n_vpan = Cvp / NR, nqt = gq.tiles();
   const SmallCvRow<T> small_row = small_cv_row<T>(Cv);
-
-  std::vector<PatchKeys<T>> keys(B, PatchKeys<T>(gk));
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    pack_patch_keys(xk + b * Lk * C, v + b * Lk * Cv, ak + b * Lk, mk + b * Lk, C, Cv,
-                    small_row != nullptr, false, keys[b]);
-  const int64_t ncol = keys.empty() ? 0 : keys[0].ncol, ldg = keys.empty() ? 0 : keys[0].ldg;
+  const std::vector<PatchKeys<T>> keys =
+      pack_batch_keys(xk, v, ak, mk, B, gk, C, Cv, small_row != nullptr, false, nthreads);
+  const PatchKeys<T> layout(gk);  // the packed sizes, the same for every image
+  const int64_t ncol = layout.ncol, ldg = layout.ldg;
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -337,18 +351,13 @@ void patch_attention_backward(const T* xq, const T* xk, const T* v, const T* aq,
   constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR, W = S::W;
   const int64_t Lq = Hq * Wq, Lk = Hk * Wk;
   const T D = T(C * k * k);
-  const PatchTiling gq(Hq, Wq, k, 1, PatchTiles<T>::query_cells);
-  const PatchTiling gk(Hk, Wk, k, W, PatchTiles<T>::key_cells);
+  const PatchTiling gq = query_tiling<T>(Hq, Wq, k), gk = key_tiling<T>(Hk, Wk, k);
   const int64_t Cp = round_up(C, NR), Cvp = round_up(Cv, NR), nqt = gq.tiles(), nkt = gk.tiles();
   const SmallCvBackwardRow<T> small_row = small_cv_backward_row<T>(Cv);
-
-  std::vector<PatchKeys<T>> keys(B, PatchKeys<T>(gk));
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    pack_patch_keys(xk + b * Lk * C, v + b * Lk * Cv, ak + b * Lk, mk + b * Lk, C, Cv,
-                    small_row != nullptr, true, keys[b]);
-  if (B == 0) return;
-  const int64_t ncol = keys[0].ncol, ldg = keys[0].ldg;
+  const std::vector<PatchKeys<T>> keys =
+      pack_batch_keys(xk, v, ak, mk, B, gk, C, Cv, small_row != nullptr, true, nthreads);
+  const PatchKeys<T> layout(gk);  // the packed sizes, the same for every image
+  const int64_t ncol = layout.ncol, ldg = layout.ldg;
   const int64_t extk = gk.ext(), extk_r = round_up(extk, MR);
   const int64_t gq_cells = gq.grid_h() * gq.grid_w(), gk_cells = gk.grid_h() * gk.grid_w();
   // per-thread sums over query tiles, reduced in a fixed order: bitwise reproducible for a
@@ -551,14 +560,12 @@ void patch_match_forward(const T* xq, const T* xk, const T* aq, const T* mq, con
                          int64_t Hk, int64_t Wk, int64_t C, int64_t k, int nthreads) {
   const int64_t Lq = Hq * Wq, Lk = Hk * Wk;
   const T D = T(C * k * k);
-  const PatchTiling gq(Hq, Wq, k, 1, PatchTiles<T>::query_cells);
-  const PatchTiling gk(Hk, Wk, k, Simd<T>::W, PatchTiles<T>::key_cells);
+  const PatchTiling gq = query_tiling<T>(Hq, Wq, k), gk = key_tiling<T>(Hk, Wk, k);
   const int64_t nqt = gq.tiles();
-  std::vector<PatchKeys<T>> keys(B, PatchKeys<T>(gk));
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    pack_patch_keys<T>(xk + b * Lk * C, nullptr, ak + b * Lk, mk + b * Lk, C, 0, false, false, keys[b]);
-  const int64_t ncol = keys.empty() ? 0 : keys[0].ncol, ldg = keys.empty() ? 0 : keys[0].ldg;
+  const std::vector<PatchKeys<T>> keys =
+      pack_batch_keys<T>(xk, nullptr, ak, mk, B, gk, C, 0, false, false, nthreads);
+  const PatchKeys<T> layout(gk);  // the packed sizes, the same for every image
+  const int64_t ncol = layout.ncol, ldg = layout.ldg;
 #pragma omp parallel num_threads(nthreads)
   {
     PatchQueryTile<T> qt;
