@@ -161,6 +161,22 @@ def time_interleaved(fns: dict, device: torch.device, *, rounds: int = 5, budget
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def warp_call(f, inputs, grad: torch.Tensor, mode: str, patch_size: int):
+    """A timed call of a correlation implementation f(q, k, v, patch_size): the next (q, k, v)
+    from the iterator `inputs`, forward only ("fwd", no autograd) or forward and the backward
+    of `grad` into fresh leaves ("fwdbwd")."""
+    def call():
+        q, k, v = next(inputs)
+        if mode == "fwd":
+            with torch.no_grad():
+                return f(q, k, v, patch_size)
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        out = f(q, k, v, patch_size)
+        torch.autograd.backward(out, grad)
+        return out
+    return call
+
+
 def ceilings(device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
     """The device's own ceilings, measured now: matmul GFLOP/s and copy GB/s."""
     n = 4096 if device.type == "cuda" else 1536

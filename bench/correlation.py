@@ -86,19 +86,7 @@ def run(args) -> list[dict]:
         for mode in modes:
             fns = {}
             for name, f in impls.items():
-                it = itertools.cycle(sets)
-
-                def call(f=f, it=it, mode=mode):
-                    q, k, v = next(it)
-                    if mode == "fwd":
-                        with torch.no_grad():
-                            return f(q, k, v, patch)
-                    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
-                    out = f(q, k, v, patch)
-                    torch.autograd.backward(out, grad)
-                    return out
-
-                fns[name] = call
+                fns[name] = common.warp_call(f, itertools.cycle(sets), grad, mode, patch)
             times = common.time_interleaved(fns, device, rounds=args.rounds, budget_s=args.budget)
             flops = B * hw * hw * (2.0 * (d + cv) if mode == "fwd" else 8.0 * d + 6.0 * cv)
             anchors = {n: times[n] for n in ("reference", "sdpa", "sdpa_pad") if n in times}

@@ -71,17 +71,8 @@ def run(args) -> list[dict]:
         grad = torch.randn(B, cv, side, side, generator=gen, dtype=dtype)
         case = {n: f for n, f in impls.items() if not _skip(n, B, hw, c, k, mem_limit)}
         for mode in args.modes:
-            fns = {}
-            for name, f in case.items():
-                def call(f=f, mode=mode):
-                    if mode == "fwd":
-                        with torch.no_grad():
-                            return f(q, key, v, k)
-                    qq, kk, vv = (t.detach().requires_grad_() for t in (q, key, v))
-                    out = f(qq, kk, vv, k)
-                    torch.autograd.backward(out, grad)
-                    return out
-                fns[name] = call
+            fns = {name: common.warp_call(f, itertools.repeat((q, key, v)), grad, mode, k)
+                   for name, f in case.items()}
             times = common.time_interleaved(fns, device, rounds=args.rounds, budget_s=args.budget)
             g = times.get("gram")
             for name, t in times.items():
