@@ -178,3 +178,16 @@ def test_patch_method_errors():
             pass
     with corr.patch_method("gram"), pytest.raises(ValueError, match="no Gram path"):
         corr._uses_gram("triton", 3)   # Triton keeps the unfolded rows (docs/design.md)
+
+
+def test_kernels_leave_the_callers_subnormals_alone():
+    """The correlation kernels flush subnormals while they run (a sharp softmax's backward
+    makes them, and each costs ~100 cycles on x86) and restore every thread's mode after."""
+    tiny = torch.full((1 << 16,), 1e-39)  # a float32 subnormal, large enough for torch to thread
+    assert (tiny * 1.0)[0].item() > 0
+    q, k, v = _inputs(CASES[1])
+    for ps in (1, 3):
+        qq, kk, vv = (t.float().requires_grad_() for t in (q, k, v))
+        ops.correlation_warp(qq, kk, vv, patch_size=ps, backend="cpu").sum().backward()
+        ops.correlation_match(q.float(), k.float(), patch_size=ps, backend="cpu")
+    assert (tiny * 1.0).min().item() > 0

@@ -299,6 +299,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, double* lse, 
 
 #pragma omp parallel num_threads(nthreads)
   {
+    const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
     std::vector<T> Qb(BM * D), Sb(BM * BN), Ob(BM * Cvp), m(BM), l(BM);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < B * n_qblk; ++w) {
@@ -367,6 +368,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
     int used_threads = 1;
 #pragma omp parallel num_threads(nthreads)
     {
+      const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
       const int tid = omp_get_thread_num();
 #pragma omp single
       used_threads = omp_get_num_threads();
@@ -478,6 +480,7 @@ void match_forward(const T* q, const T* k, int64_t* index, T* best, int64_t B, i
     pack_keys<T>(k + b * Lk * D, nullptr, Lk, D, 0, false, panels[b]);
 #pragma omp parallel num_threads(nthreads)
   {
+    const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
     std::vector<T> Qb(BM * D), Sb(BM * BN), mx(BM);
     std::vector<int64_t> arg(BM);
 #pragma omp for schedule(dynamic, 1)

@@ -9,3 +9,6 @@
 #include <cstring>
 #include <limits>
 #include <vector>
+#if defined(__x86_64__)
+#include <xmmintrin.h>  // _mm_getcsr / _mm_setcsr (SSE, every x86-64)
+#endif

@@ -308,6 +308,7 @@ void patch_attention_forward(const T* xq, const T* xk, const T* v, const T* aq, 
 
 #pragma omp parallel num_threads(nthreads)
   {
+    const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
     PatchQueryTile<T> qt;
     const int64_t BMr = round_up(gq.th * gq.tw, Tiles<T>::MR);
     std::vector<T> Ge(round_up(gq.ext(), Tiles<T>::MR) * ldg, T(0)), Sb(BMr * ncol, T(0));
@@ -372,6 +373,7 @@ void patch_attention_backward(const T* xq, const T* xk, const T* v, const T* aq,
     int used_threads = 1;
 #pragma omp parallel num_threads(nthreads)
     {
+      const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
       const int tid = omp_get_thread_num();
 #pragma omp single
       used_threads = omp_get_num_threads();
@@ -568,6 +570,7 @@ void patch_match_forward(const T* xq, const T* xk, const T* aq, const T* mq, con
   const int64_t ncol = layout.ncol, ldg = layout.ldg;
 #pragma omp parallel num_threads(nthreads)
   {
+    const SubnormalsFlushed flush_subnormals;  // per thread (simd.h)
     PatchQueryTile<T> qt;
     const int64_t BMr = round_up(gq.th * gq.tw, Tiles<T>::MR);
     std::vector<T> Ge(round_up(gq.ext(), Tiles<T>::MR) * ldg, T(0)), Sb(BMr * ncol, T(0)), mx(BMr);
