@@ -720,17 +720,18 @@ PRESETS = {
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_self_w=100.0),
     ),
-    # the recipe of the checkpoint shipped for `exsynth demo`: 10 CPU minutes at 64 px
+    # the 10-CPU-minute recipe at 64 px of `exsynth demo`'s checkpoint (see below for the match kernel)
     "cocosnet-cpu64": dict(
         model="cocosnet", size=64, batch_size=8, lr_g=4e-4, lr_d=4e-4, betas=(0.5, 0.999),
         steps=700,
-        # match kernel 1: with the paper's 3 (--option patch_size=3, the cpu backend's Gram
-        # path) a step took 1.35x as long on 2 threads here and 10 minutes reached 416 of the
-        # 700 steps: 21.40 / 21.83 dB (output / warped) against this recipe's 21.86 / 22.30
-        # (bench/results/train/cocosnet64_k3_*). Full-resolution correspondence (64x64,
-        # adaptor_downsample=0) measured ~10x slower per step.
+        # the paper's match kernel 3 (the cpu backend's Gram path): 10 minutes each, back to
+        # back on one machine, kernel 3 reached 614 steps and 21.59 / 21.83 dB (output /
+        # warped), kernel 1 643 steps and 21.09 / 21.24 (bench/results/train/cocosnet64_k*b_*).
+        # The shipped demo checkpoint is an earlier kernel-1 run that reached all 700 steps
+        # (21.86 / 22.30); its stored config is what `exsynth demo` builds. Full-resolution
+        # correspondence (64x64, adaptor_downsample=0) measured ~10x slower per step.
         model_options=dict(width=8, adaptor_downsample=1, num_up=3, max_mult=8, spade_hidden=32,
-                           exemplar_label_input=True),
+                           exemplar_label_input=True, patch_size=3),
         losses=dict(l1=10.0, feat=0.0, perc=0.0, context=0.0, domain=1.0, reg=1.0, warp=10.0, mask=1.0,
                     adv=0.0, gan_feat=0.0),
         checkpoint_every=200, image_every=100,
