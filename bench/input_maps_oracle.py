@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from exsynth.data.input_maps import (KEYPOINT_RADIUS, LIMBS, POSE_COLORS, STICK_HALF_WIDTH, canny, distance_channel,
+from exsynth.data.input_maps import (_LOADER_COLORS, KEYPOINT_RADIUS, LIMBS, STICK_HALF_WIDTH, canny, distance_channel,
                                      render_pose)
 
 
 def official_pose(cv2, candidate, subset, H, W):
-    """CoCosNet's DeepFashion drawing, written out from its loader (BGR colours, then to RGB)."""
-    bgr = [list(reversed(c)) for c in POSE_COLORS]
+    """CoCosNet's DeepFashion drawing, written out from its loader: its `colors` list drawn as
+    they are into the canvas that cv2.cvtColor(.., BGR2RGB) then converts."""
+    bgr = [list(c) for c in _LOADER_COLORS]
     canvas = np.zeros((H, W, 3), np.uint8)
     for i in range(18):
         index = int(subset[i])

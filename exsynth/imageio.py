@@ -103,11 +103,17 @@ def _check_size(p: PathLike, hw: Tuple[int, int], size: Optional[Tuple[int, int]
         raise ImageError(f"{p}: {what} is {hw[0]}x{hw[1]} (HxW), expected {size[0]}x{size[1]}")
 
 
+RESAMPLING = ("bilinear", "bicubic")
+
+
 def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize: bool = False,
-               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, resample: str = "bilinear") -> torch.Tensor:
     """RGB photo -> float32 (3, H, W) in [-1, 1]. Grayscale and palette images are converted;
-    an alpha channel is dropped. `size` = (H, W): resized (bilinear) when `resize`, else checked.
-    Files above `max_pixels` are refused from their header (None or 0: no limit)."""
+    an alpha channel is dropped. `size` = (H, W): resized when `resize` (Pillow's `resample`,
+    "bilinear" or "bicubic"), else checked. Files above `max_pixels` are refused from their
+    header (None or 0: no limit)."""
+    if resample not in RESAMPLING:
+        raise ValueError(f"read_image: resample must be one of {list(RESAMPLING)}, got {resample!r}")
     img = _open(path, max_pixels)
     if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "I;16", "I"):
         raise ImageError(f"{path}: image mode {img.mode!r} is not a photo (expected RGB, RGBA, L or P)")
@@ -115,7 +121,7 @@ def read_image(path: PathLike, size: Optional[Tuple[int, int]] = None, *, resize
         raise ImageError(f"{path}: 16/32-bit image (mode {img.mode!r}); expected an 8-bit RGB photo")
     img = _pil_ops().exif_transpose(img).convert("RGB")  # camera photos: honour the orientation tag
     if size is not None and resize and (img.height, img.width) != tuple(size):
-        img = img.resize((size[1], size[0]), _pil().BILINEAR)
+        img = img.resize((size[1], size[0]), getattr(_pil(), resample.upper()))
     _check_size(path, (img.height, img.width), size, "image")
     return _from_pil(img)
 

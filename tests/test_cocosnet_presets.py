@@ -132,3 +132,108 @@ def test_xavier_init_and_pooled_keys():
     attn = torch.softmax(block.theta(x).flatten(2).transpose(1, 2) @ k, -1)          # SAGAN's / the code's
     want = x + block.out((v @ attn.transpose(1, 2)).view(2, 8, 8, 8))
     torch.testing.assert_close(block(x), want)
+
+
+@pytest.mark.parametrize("d, dv", [(4, 16), (16, 4), (8, 8)])
+def test_unscaled_attention_equals_the_materialised_softmax_with_gradients(d, dv):
+    from exsynth.nn.blocks import unscaled_attention
+    g = torch.Generator().manual_seed(d * 31 + dv)
+    q, k = torch.randn(2, 40, d, generator=g, dtype=torch.float64), torch.randn(2, 10, d, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 10, dv, generator=g, dtype=torch.float64)
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    got = unscaled_attention(*ins)
+    want = torch.softmax(ref[0] @ ref[1].transpose(1, 2), -1) @ ref[2]       # no 1/sqrt(d)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    w = torch.randn(got.shape, generator=g, dtype=torch.float64)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    for a, b in zip(ins, ref):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_code_discriminator_padding_and_attention():
+    from exsynth.nn.blocks import MultiscalePatchDiscriminator, NonLocalBlock
+    torch.manual_seed(0)
+    label, image = torch.rand(1, 4, 64, 64), torch.rand(1, 3, 64, 64)
+    plain = MultiscalePatchDiscriminator(4, width=8, n_layers=4, num_scales=2)
+    code = MultiscalePatchDiscriminator(4, width=8, n_layers=4, num_scales=2, padding=1, attention=True)
+    # NLayerDiscriminator: padw = int(3 / 2) = 1, so 64 -> 32 -> 16 -> 8 -> 7 -> 6 at the first scale
+    assert [f.shape[-1] for f in code(label, image)[0]] == [32, 16, 8, 7, 6]
+    assert [f.shape[-1] for f in plain(label, image)[0]] == [33, 17, 9, 10, 11]
+    d = code.scales[0]
+    assert isinstance(d.attention, NonLocalBlock) and d.attention.pool_keys and d.attention_at == 3
+    assert d.attention.theta.weight.shape[:2] == (4, 32) and torch.nn.utils.parametrize.is_parametrized(d.attention.theta)  # SN, C/8
+    # the block sits on the stride-1 conv's input: with gamma = 0 it is the identity
+    d.eval()   # no power iteration between the two calls
+    with torch.no_grad():
+        feats = d(torch.cat([label, image], 1))
+        d.attention.gamma.fill_(0.5)
+        moved = d(torch.cat([label, image], 1))
+    assert torch.equal(feats[2], moved[2]) and not torch.allclose(feats[3], moved[3])
+    with pytest.raises(ValueError, match="padding must be 1 .* or 2 .*got 3"):
+        MultiscalePatchDiscriminator(4, padding=3)
+    assert CODE_ARCHITECTURE["disc_attention"] and CODE_ARCHITECTURE["disc_padding"] == 1
+
+
+def test_generator_adam_eps_follows_the_code(tmp_path):
+    from exsynth.train.trainer import Trainer
+    cfg = TrainConfig.from_dict(dict(PRESETS["cocosnet-ade20k"], data="synthetic", dataset="synthetic", size=32,
+                                     batch_size=1, steps=1, epochs=None, mask_warmup_steps=None, num_classes=6,
+                                     allow_random_vgg=True, out=str(tmp_path / "r"), data_options={},
+                                     model_options=dict(PRESETS["cocosnet-ade20k"]["model_options"], width=8,
+                                                        spade_hidden=8, max_mult=2), disc_width=8))
+    assert (cfg.eps_g, cfg.eps_d) == (1e-3, 1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = Trainer(cfg, quiet=True)
+    eps = {k: o.param_groups[0]["eps"] for k, o in t.optimizers.items()}
+    assert eps == {"opt_g": 1e-3, "opt_d": 1e-8}
+    assert t.discriminators["discriminator"].scales[0].attention is not None
+    with pytest.raises(ValueError, match="eps_g must be > 0"):
+        TrainConfig(eps_g=0.0)
+
+
+@pytest.mark.parametrize("warp_patch", [False, True])
+def test_warp_self_loss_at_full_resolution_as_the_code(warp_patch):
+    from exsynth.models.cocosnet import CoCosNetObjective
+    torch.manual_seed(0)
+    K, S = 4, 32
+    mcfg = CoCosNetConfig(label_channels=K, width=8, num_up=3, max_mult=4, spade_hidden=8, warp_upsample="nearest",
+                          warp_patch=warp_patch, warp_loss_at="image")
+    model = CoCosNet(mcfg)
+    tcfg = TrainConfig(model="cocosnet", num_classes=K, size=S, losses=dict(
+        l1=0, feat=0, perc=0, context=0, domain=0, reg=0, warp=1.0, mask=0, adv=0, gan_feat=0))
+    obj = CoCosNetObjective(model, tcfg.loss_weights(), "pair", tcfg)
+    g = torch.Generator().manual_seed(2)
+    label = _onehot(torch.randint(0, K, (2, S, S), generator=g), K)
+    image, exemplar = (torch.rand(2, 3, S, S, generator=g) * 2 - 1 for _ in range(2))
+    batch = dict(label=label, image=image, exemplar=exemplar, exemplar_label=label)
+    _, terms, vis = obj.generator_terms(batch, 0, torch.Generator().manual_seed(0))
+    warped = vis["warped"]
+    full = warped if warp_patch else F.interpolate(warped, size=(S, S), mode="nearest")  # the code's self.upsampling
+    assert full.shape[-1] == S
+    torch.testing.assert_close(terms["warp"], F.l1_loss(full, image))
+
+
+def test_discriminator_loss_times_weight_gan_as_the_code():
+    from exsynth.losses.gan import hinge_d_loss
+    from exsynth.models.cocosnet import CoCosNetObjective
+    torch.manual_seed(0)
+    K, S = 4, 32
+    model = CoCosNet(CoCosNetConfig(label_channels=K, width=8, num_up=3, max_mult=4, spade_hidden=8,
+                                    disc_loss_weight=10.0))
+    tcfg = TrainConfig(model="cocosnet", num_classes=K, size=S, disc_width=8, losses=dict(
+        l1=0, feat=0, perc=0, context=0, domain=0, reg=0, warp=0, mask=0, adv=10.0, gan_feat=0))
+    obj = CoCosNetObjective(model, tcfg.loss_weights(), "pair", tcfg)
+    g = torch.Generator().manual_seed(3)
+    label = _onehot(torch.randint(0, K, (2, S, S), generator=g), K)
+    image, fake = (torch.rand(2, 3, S, S, generator=g) * 2 - 1 for _ in range(2))
+    d = obj.discriminators["discriminator"].eval()
+    loss, terms = obj.discriminator_terms(dict(label=label, image=image, fake=fake), 0)
+    want = hinge_d_loss(d(label, image), d(label, fake))
+    torch.testing.assert_close(loss, 10.0 * want)
+    torch.testing.assert_close(terms["hinge"], want)
+    assert CODE_ARCHITECTURE["disc_loss_weight"] == 10.0
+    with pytest.raises(ValueError, match="disc_loss_weight must be > 0, got 0"):
+        CoCosNetConfig(label_channels=K, disc_loss_weight=0)

@@ -277,3 +277,17 @@ def test_synthesize_a_validation_split(tmp_path, capsys):
     assert "swd" in rec["scores"] and "class_mean" in rec["results"]
     assert sorted(p.name for p in (tmp_path / "scored").iterdir()) == ["ADE_val_00000001.png", "ADE_val_00000002.png"]
     assert "listed references as exemplars" in capsys.readouterr().out
+
+
+def test_photos_resample_bicubic_as_the_official_transform(tmp_path):
+    from PIL import Image
+    root = make_ade(tmp_path / "ade", n_train=2, n_val=1)
+    val = ADE20kDataset(root, 32, split="val", options=ADE20kOptions(resample="bicubic"))
+    s = val[0]                                                      # validation: resized to 32, no crop or flip
+    img_path = val.image_files[0]
+    want = np.asarray(Image.open(img_path).convert("RGB").resize((32, 32), Image.BICUBIC), np.float32) / 127.5 - 1
+    np.testing.assert_array_equal(s["image"].permute(1, 2, 0).numpy(), want)
+    bilinear = ADE20kDataset(root, 32, split="val")[0]["image"]
+    assert not torch.equal(bilinear, s["image"])
+    with pytest.raises(ValueError, match="resample must be one of \\['bilinear', 'bicubic'\\], got 'lanczos'"):
+        ADE20kDataset(root, 32, split="val", options=ADE20kOptions(resample="lanczos"))

@@ -101,6 +101,9 @@ def test_render_pose_draws_keypoints_and_limbs_in_openpose_colours():
     yy, xx = np.mgrid[:H, :W]
     disc = (xx - x) ** 2 + (yy - y) ** 2 <= 16
     assert (pic[disc] == POSE_COLORS[4]).all() and not pic[~disc].any() and not any(m.any() for m in masks)
+    # the loader draws its colours list into a canvas it converts BGR -> RGB: its (170, 255, 0)
+    # for keypoint 4 reaches the network as RGB (0, 255, 170), keypoint 0's (255, 0, 0) as blue
+    assert POSE_COLORS[4] == (0, 255, 170) and POSE_COLORS[0] == (0, 0, 255)
     # the limb-free corner stays black
     assert not canvas[0:3, 0:3].any()
     # no person: an empty picture and 17 empty masks

@@ -61,6 +61,7 @@ def test_preset_is_the_papers_setting():
     assert m["d_steps_per_g"] == 5 and m["patch_gan"] and m["exemplar_discriminator"]
     assert m["synthesis_norm"] == "batch" and m["synthesis_spectral_norm"] and m["gan_mode"] == "original"
     assert m["ks"] == (8, 16, 16, 16, 16) and m["use_vgg"]
+    assert m["vgg_loss_layers"] == "spade" and m["gan_feat_sum_layers"]   # SPADE's L_spade
     assert p["losses"]["l1"] == 0 and p["losses"]["feat"] == 10 and p["losses"]["gan_feat"] == 10
     cfg = tiny_config(**{k: v for k, v in m.items() if k != "use_vgg"})
     assert [cfg.patch_side(512, 512, cfg.crop_fraction(s, 40)) for s in (0, 19, 20, 39)] == [256, 256, 384, 384]
@@ -224,6 +225,7 @@ def test_one_direction_is_eq9():
     ("gan_mode", "wgan", "gan_mode must be one of \\('hinge', 'original'\\), got 'wgan'"),
     ("d_steps_per_g", 0, "d_steps_per_g must be a whole number >= 1, got 0"),
     ("synthesis_norm", "group", "synthesis_norm must be one of \\('pono', 'batch', 'instance'\\), got 'group'"),
+    ("vgg_loss_layers", "pix2pixhd", "vgg_loss_layers must be 'cocosnet' or 'spade', got 'pix2pixhd'"),
 ])
 def test_bad_options_name_themselves(option, value, message):
     with pytest.raises(ValueError, match="MSCANetConfig: " + message):
@@ -247,3 +249,25 @@ def test_ddp_paper_options_keep_ranks_identical(tmp_path):
             "--out", str(tmp_path / "r"), "--quiet"]
     s = _summary(_run(_torchrun() + args))
     assert s["step"] == 3 and s["ranks_identical"] is True
+
+
+@pytest.mark.parametrize("spade", [False, True])
+def test_l_spade_layers_and_gan_feature_sum(tmp_path, spade):
+    from exsynth.losses.gan import gan_feature_matching_loss
+    from exsynth.losses.perceptual import FEATURE_MATCHING_LAYERS, STYLE_LAYERS
+    opts = dict(vgg_loss_layers="spade", gan_feat_sum_layers=True) if spade else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = Trainer(tiny_cfg(tmp_path, model_options=opts, losses=dict(feat=1.0), allow_random_vgg=True,
+                              disc_layers=3), quiet=True)
+    obj = tr.objective
+    # SPADE's VGGLoss: relu1_1..relu5_1, weights 1/32..1; exsynth's shared one relu*_2
+    assert obj.vgg.fm_layers == (STYLE_LAYERS if spade else FEATURE_MATCHING_LAYERS)
+    assert obj.vgg.fm_weights == (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    assert obj.gan_feat_sum_layers is spade
+    g = torch.Generator().manual_seed(0)
+    fake = [[torch.randn(1, 2, 4, 4, generator=g) for _ in range(4)] for _ in range(2)]
+    real = [[torch.randn(1, 2, 4, 4, generator=g) for _ in range(4)] for _ in range(2)]
+    per_layer = sum(F.l1_loss(f, r) for sf, sr in zip(fake, real) for f, r in zip(sf[:-1], sr[:-1])) / 2
+    want = per_layer if spade else per_layer / 3
+    torch.testing.assert_close(gan_feature_matching_loss(fake, real, sum_layers=obj.gan_feat_sum_layers), want)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..imageio import ImageError, LabelRangeError, check_header, list_images, read_image, read_label
+from ..imageio import RESAMPLING, ImageError, LabelRangeError, check_header, list_images, read_image, read_label
 from ..registry import DataSourceSpec, draw_rng, register_data_source
 from ._robust import load_skipping_bad, readable
 from .synthetic import one_hot
@@ -56,6 +56,8 @@ class PairListOptions:
     load_size: side the image is resized to before the random crop in training (None: 286/256
         of the size, the official 286 at 256 px).
     flip: random horizontal flips in training (the official loader's default).
+    resample: how photos are resized to the load size, "bilinear" or "bicubic" (the official
+        loaders' get_transform; label maps are always nearest).
     """
 
     pairs: Optional[str] = None
@@ -63,6 +65,7 @@ class PairListOptions:
     hard_reference_probability: float = 0.2
     load_size: Optional[int] = None
     flip: bool = True
+    resample: str = "bilinear"
 
 
 ADE20kOptions = PairListOptions
@@ -138,6 +141,8 @@ class ADE20kDataset(torch.utils.data.Dataset):
         self._refs: Optional[Dict[str, List[str]]] = None  # parsed on first use (`exsynth pairs` never does)
         self._warned: set = set()
         self._bad: set = set()
+        if self.opts.resample not in RESAMPLING:
+            raise ValueError(f"{self.LAYOUT}: resample must be one of {list(RESAMPLING)}, got {self.opts.resample!r}")
         p_real, p_hard = self.opts.real_reference_probability, self.opts.hard_reference_probability
         if not (0 <= p_hard <= p_real <= 1):
             raise ValueError(f"{self.LAYOUT}: need 0 <= hard_reference_probability ({p_hard}) <= "
@@ -203,7 +208,7 @@ class ADE20kDataset(torch.utils.data.Dataset):
 
     def _view(self, img_path: Path, lab_path: Path, rng) -> Tuple[torch.Tensor, torch.Tensor]:
         load, top, left, flip = self._geometry(rng)
-        image = read_image(img_path, (load, load), resize=True)
+        image = read_image(img_path, (load, load), resize=True, resample=self.opts.resample)
         label = self._read_label(lab_path, load, img_path, image)
         s = self.size
         image, label = image[:, top:top + s, left:left + s], label[..., top:top + s, left:left + s]
@@ -277,10 +282,13 @@ class ADE20kDataset(torch.utils.data.Dataset):
         if self.DENSE:
             out.update(label=label, exemplar_label=ex_label)
         else:
-            K = self.num_classes
-            out.update(label=one_hot(label.numpy(), K), label_index=label, exemplar_label=one_hot(ex_label.numpy(), K),
-                       exemplar_label_index=ex_label)
+            (lab, lab_index), (ex, ex_index) = self._encode_label(label), self._encode_label(ex_label)
+            out.update(label=lab, label_index=lab_index, exemplar_label=ex, exemplar_label_index=ex_index)
         return out
+
+    def _encode_label(self, label: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The model's input map (K, H, W) and the class map (H, W) of what `_read_label` gave."""
+        return one_hot(label.numpy(), self.num_classes), label
 
 
 register_data_source(DataSourceSpec(

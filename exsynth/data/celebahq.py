@@ -3,11 +3,19 @@
 Layout (ROOT is `--data`): ROOT/CelebA-HQ-img/{id}.jpg, per-part masks
 ROOT/CelebAMask-HQ-mask-anno/{id // 2000}/{id:05d}_{part}.png (255 inside the part), and the
 split as CoCosNet's loader reads it: ROOT/train.txt and ROOT/val.txt, one image id per line.
-The masks are merged into the dataset's own 19-class map as its `g_mask.py` does: 0 is
-background, then skin, nose, eye_g, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear, mouth, u_lip,
-l_lip, hair, hat, ear_r, neck_l, neck, cloth = 1..18, a later part drawn over an earlier one.
-(CoCosNet itself reads a preprocessed `all_parts_except_glasses` map plus the glasses mask as a
-second channel; the merged 19-class map carries the same parts.)
+
+The input is CoCosNet's (`celebahq_dataset.py`, `pix2pix_model.preprocess_input`), so its
+released CelebA-HQ model reads our samples as its own: 19 channels, 0 background, then skin,
+hair, l_brow, r_brow, l_eye, r_eye, l_ear, r_ear, nose, u_lip, mouth, l_lip, neck, cloth, hat,
+eye_g, ear_r, neck_l = 1..18 (the order of its `all_parts_except_glasses` maps: checked on the
+eight maps its repository ships against their eye masks and the skin / hair placement). The
+class map holds every part but the glasses; the glasses mask is laid over channel 16 (eye_g)
+of the one-hot map, so a lens pixel is both its part (skin, eye) and glasses, as in the code;
+"label_index" is the map without glasses (the code's mask-loss target). Where
+CelebAMask-HQ-mask-anno/all_parts_except_glasses/{id:05d}.png exists (the code's download) it
+is the class map; else the parts are merged as CelebAMask-HQ's `g_mask.py` draws them (its
+precedence: skin, nose, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear, mouth, u_lip, l_lip, hair,
+hat, ear_r, neck_l, neck, cloth, a later part over an earlier one).
 
 Exemplars, sampling, augmentation and bad-file handling are ADE20k's (`exsynth.data.ade20k`):
 pair lists celebahq_ref.txt / celebahq_ref_test.txt (CoCosNet's format; the names are the
@@ -24,39 +32,69 @@ import torch
 from ..imageio import ImageError, _open, check_header, resize_label
 from ..registry import DataSourceSpec, register_data_source
 from .ade20k import ADE20kDataset, PairListOptions
+from .synthetic import one_hot
 
-__all__ = ["CELEBAHQ_PARTS", "NUM_CLASSES", "CelebAHQDataset", "merge_part_masks"]
+__all__ = ["CELEBAHQ_PARTS", "GLASSES", "NUM_CLASSES", "CelebAHQDataset", "merge_part_masks"]
 
-CELEBAHQ_PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
-                  "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
+# class c + 1 is CELEBAHQ_PARTS[c]: CoCosNet's numbering (its released CelebA-HQ model's input)
+CELEBAHQ_PARTS = ("skin", "hair", "l_brow", "r_brow", "l_eye", "r_eye", "l_ear", "r_ear", "nose", "u_lip", "mouth",
+                  "l_lip", "neck", "cloth", "hat", "eye_g", "ear_r", "neck_l")
 NUM_CLASSES = len(CELEBAHQ_PARTS) + 1  # + background
+GLASSES = CELEBAHQ_PARTS.index("eye_g") + 1  # an overlay channel, never a class of the map
+# g_mask.py's drawing order (a later part wins where parts overlap), glasses left out
+_DRAW_ORDER = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth", "u_lip", "l_lip",
+               "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
 
 
 def _part_path(anno: Path, image_id: int, part: str) -> Path:
     return anno / str(image_id // 2000) / f"{image_id:05d}_{part}.png"
 
 
+def _merged_path(anno: Path, image_id: int) -> Path:
+    return anno / "all_parts_except_glasses" / f"{image_id:05d}.png"
+
+
+def _read_mask(p: Path) -> np.ndarray:
+    return np.asarray(_open(p).convert("L")) > 127  # 255 inside the part (JPEG-free PNGs, but be lenient)
+
+
 def merge_part_masks(anno: Path, image_id: int) -> torch.Tensor:
-    """The 19-class map (H, W) int64 of one image from its per-part masks (parts that have no
-    file are absent from the image); ImageError when none exists."""
-    label = None
-    found = False
-    for cls, part in enumerate(CELEBAHQ_PARTS, 1):
-        p = _part_path(anno, image_id, part)
-        if not p.is_file():
-            continue
-        img = _open(p)
-        mask = np.asarray(img.convert("L")) > 127  # 255 inside the part (JPEG-free PNGs, but be lenient)
+    """(2, H, W) int64 of one image: its class map without glasses (the code's
+    all_parts_except_glasses map when present, else the parts merged) and its glasses mask
+    (0 / 1); ImageError when no part exists."""
+    label, glasses = None, None
+    merged = _merged_path(anno, image_id)
+    if merged.is_file():
+        label = np.asarray(_open(merged).convert("L")).astype(np.int64)
+        bad = np.unique(label[(label >= NUM_CLASSES) | (label == GLASSES)])
+        if bad.size:
+            raise ImageError(f"{merged}: class values {bad.tolist()[:8]} outside 0..{NUM_CLASSES - 1} without "
+                             f"{GLASSES} (eye_g comes from {image_id:05d}_eye_g.png)")
+    else:
+        for part in _DRAW_ORDER:
+            p = _part_path(anno, image_id, part)
+            if not p.is_file():
+                continue
+            mask = _read_mask(p)
+            if label is None:
+                label = np.zeros(mask.shape, dtype=np.int64)
+            if mask.shape != label.shape:
+                raise ImageError(f"{p}: part mask is {mask.shape[0]}x{mask.shape[1]}, the other parts are "
+                                 f"{label.shape[0]}x{label.shape[1]}")
+            label[mask] = CELEBAHQ_PARTS.index(part) + 1
+    g = _part_path(anno, image_id, "eye_g")
+    if g.is_file():
+        glasses = _read_mask(g)
         if label is None:
-            label = np.zeros(mask.shape, dtype=np.int64)
-        if mask.shape != label.shape:
-            raise ImageError(f"{p}: part mask is {mask.shape[0]}x{mask.shape[1]}, the other parts are "
+            label = np.zeros(glasses.shape, dtype=np.int64)
+        if glasses.shape != label.shape:
+            raise ImageError(f"{g}: glasses mask is {glasses.shape[0]}x{glasses.shape[1]}, the class map is "
                              f"{label.shape[0]}x{label.shape[1]}")
-        label[mask] = cls
-        found = True
-    if not found:
+    if label is None:
         raise ImageError(f"{anno / str(image_id // 2000)}: no part mask {image_id:05d}_<part>.png for image {image_id}")
-    return torch.from_numpy(label)
+    if glasses is None:
+        glasses = np.zeros(label.shape, dtype=bool)
+    return torch.from_numpy(np.stack([label, glasses.astype(np.int64)]))
 
 
 class CelebAHQDataset(ADE20kDataset):
@@ -88,12 +126,20 @@ class CelebAHQDataset(ADE20kDataset):
 
     def _check_label(self, lab) -> None:
         anno, image_id = lab
-        p = _part_path(anno, image_id, "skin")
+        p = _merged_path(anno, image_id)
+        if not p.is_file():
+            p = _part_path(anno, image_id, "skin")
         check_header(p if p.is_file() else next(iter(sorted((anno / str(image_id // 2000)).glob(
             f"{image_id:05d}_*.png"))), p))
 
     def _read_label(self, lab, load: int, img_path=None, image=None) -> torch.Tensor:
-        return resize_label(merge_part_masks(*lab), (load, load))
+        return torch.stack([resize_label(m, (load, load)) for m in merge_part_masks(*lab)])
+
+    def _encode_label(self, label: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        index, glasses = label[0], label[1]
+        onehot = one_hot(index.numpy(), self.num_classes)
+        onehot[GLASSES] = glasses.to(onehot.dtype)   # over the lens's own part, as the code
+        return onehot, index
 
     def _label_of(self, image_path: Path):
         try:
@@ -101,10 +147,12 @@ class CelebAHQDataset(ADE20kDataset):
         except ValueError:
             return None
         anno = self.root / "CelebAMask-HQ-mask-anno"
-        return (anno, image_id) if (anno / str(image_id // 2000)).is_dir() else None
+        return (anno, image_id) if ((anno / str(image_id // 2000)).is_dir()
+                                    or _merged_path(anno, image_id).is_file()) else None
 
 
 register_data_source(DataSourceSpec(
     name="celebahq", build=CelebAHQDataset.from_source, options=PairListOptions, exemplars=True, num_classes=NUM_CLASSES,
-    description="CelebA-HQ-img + CelebAMask-HQ-mask-anno part masks (19 classes), train.txt/val.txt, "
+    description="CelebA-HQ-img + CelebAMask-HQ-mask-anno part masks (19 classes, glasses "
+                "over channel 16), train.txt/val.txt, "
                 "name,ref1,... pair lists"))

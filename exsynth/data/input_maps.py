@@ -159,12 +159,14 @@ def canny(gray: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 
 # limb k joins keypoints LIMBS[k] (1-based, OpenPose's COCO-18 order); the loader draws the first 17
 LIMBS = ((2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13), (13, 14),
          (2, 1), (1, 15), (15, 17), (1, 16), (16, 18), (3, 17), (6, 18))
-# OpenPose's colours of the 18 keypoints / 17 limbs, as RGB (the loader's BGR list reversed per entry
-# and converted by its cv2.cvtColor(.., BGR2RGB))
-POSE_COLORS = tuple(tuple(c) for c in (
+# The loader's `colors` list of the 18 keypoints / 17 limbs. cv2 draws them into a canvas it then
+# converts with cv2.cvtColor(.., BGR2RGB), so each is read as BGR: the RGB picture the network gets
+# holds each entry reversed (keypoint 0 is blue), which is POSE_COLORS.
+_LOADER_COLORS = (
     (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
     (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
-    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85)))
+    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+POSE_COLORS = tuple(tuple(reversed(c)) for c in _LOADER_COLORS)
 STICK_HALF_WIDTH = 4
 KEYPOINT_RADIUS = 4
 

@@ -73,12 +73,16 @@ class Objective:
                 raise ValueError(f"the {', '.join(vgg_terms)} loss(es) need ImageNet VGG19 weights: pass --vgg FILE "
                                  f"(a torchvision vgg19 state dict or a caffe-converted vgg19_conv.pth), switch them off ({off}), or "
                                  f"--allow-random-vgg (tests only: a random VGG's features mean nothing)")
-            self.vgg = VGGLoss(load_vgg19(path))
+            self.vgg = VGGLoss(load_vgg19(path), **self.vgg_options())
 
     # ---- what the trainer reads ----------------------------------------------------------------
 
     def on(self, name: str) -> bool:
         return self.weights.get(name, 0.0) != 0.0
+
+    def vgg_options(self) -> Dict[str, Any]:
+        """Keyword arguments of the VGGLoss (layers and weights of its terms); default: its own."""
+        return {}
 
     def build_discriminators(self) -> Dict[str, nn.Module]:
         """Checkpoint key -> discriminator. Default: one multi-scale PatchGAN on (label, image)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from .. import ops
 from ..losses.objective import Objective
-from ..nn.blocks import NonLocalBlock, SPADEResBlock, maybe_spectral_norm
+from ..nn.blocks import MultiscalePatchDiscriminator, NonLocalBlock, SPADEResBlock, maybe_spectral_norm
 from ..registry import ModelSpec, register_model
 from ..visuals import coordinate_image
 
@@ -106,6 +106,16 @@ class CoCosNetConfig:
         code's warp_mask_losstype direct, nearest-downsampled one-hot maps, the negative log
         of the warped probability of the input's class, positions of class 0 and of classes
         absent from the exemplar ignored.
+    warp_loss_at: where the warp-self loss (weight "warp") compares the warped exemplar with
+        the ground truth. "features": on the correspondence grid, against the average-pooled
+        image; "image": the code's warp_self_w, the warped exemplar brought to the image size as
+        the generator gets it (warp_upsample; warp_patch already is) against the full image.
+    disc_attention: the code's discriminator under --use_attention: each scale's PatchGAN has
+        a SAGAN self-attention block (keys pooled 2x2, spectral norm) before its stride-1 conv.
+    disc_padding: padding of the discriminator's k4 convs: 2 (pix2pixHD / SPADE) or 1 (the
+        code's NLayerDiscriminator).
+    disc_loss_weight: the discriminator's hinge loss times this (the code multiplies it by
+        weight_gan, 10; under Adam the scale only moves eps's relative size).
     """
 
     label_channels: int
@@ -138,6 +148,10 @@ class CoCosNetConfig:
     init: str = "pytorch"
     init_gain: float = 0.02
     mask_loss: str = "soft"
+    warp_loss_at: str = "features"
+    disc_attention: bool = False
+    disc_padding: int = 2
+    disc_loss_weight: float = 1.0
 
     def __post_init__(self):
         if self.adaptor_downsample not in (0, 1, 2):
@@ -149,9 +163,12 @@ class CoCosNetConfig:
         for name, allowed in (("adaptor", ("conv", "spade")), ("feature_block", ("conv", "prelu")),
                               ("warp_upsample", ("bilinear", "nearest")), ("generator_layout", ("table5", "spade")),
                               ("spade_padding", ("zeros", "reflect")), ("init", ("pytorch", "xavier", "normal")),
-                              ("mask_loss", ("soft", "code"))):
+                              ("mask_loss", ("soft", "code")), ("warp_loss_at", ("features", "image")),
+                              ("disc_padding", (1, 2))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CoCosNetConfig: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not self.disc_loss_weight > 0:
+            raise ValueError(f"CoCosNetConfig: disc_loss_weight must be > 0, got {self.disc_loss_weight}")
         if self.noise_for_mask and not self.maskmix:
             raise ValueError("CoCosNetConfig: noise_for_mask replaces the exemplar's mask that maskmix feeds; "
                              "set maskmix=True too")
@@ -382,6 +399,13 @@ class CorrespondenceNet(nn.Module):
 
 # ---- translation network -----------------------------------------------------------------------
 
+def upsample_warped(warped: torch.Tensor, size, mode: str) -> torch.Tensor:
+    """The warped exemplar at the image size, as the generator gets it (`warp_upsample`)."""
+    if tuple(warped.shape[-2:]) == tuple(size):
+        return warped
+    return F.interpolate(warped, size=tuple(size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+
+
 class TranslationNet(nn.Module):
     """Generator: a conv on the cond resized to image_size / 2**num_up, then PN-SPADE resblocks,
     nearest 2x upsamplings and a non-local block in the order of `generator_layout`, then
@@ -433,9 +457,7 @@ class TranslationNet(nn.Module):
         n = self.cfg.num_up
         if H % 2 ** n or W % 2 ** n:
             raise ValueError(f"TranslationNet: image size {(H, W)} must be divisible by 2**num_up = {2 ** n}")
-        if warped.shape[-2:] != (H, W):
-            warped = F.interpolate(warped, size=(H, W), mode=self.cfg.warp_upsample,
-                                   **({"align_corners": False} if self.cfg.warp_upsample == "bilinear" else {}))
+        warped = upsample_warped(warped, (H, W), self.cfg.warp_upsample)
         cond = torch.cat([warped, label.to(warped.dtype)], dim=1)
         if self.cfg.generator_layout == "spade":
             start = F.interpolate(cond, size=(H >> n, W >> n), mode="nearest")
@@ -557,10 +579,19 @@ class CoCosNetObjective(Objective):
     ddp_find_unused_parameters = False  # every step runs both adaptors and the whole translation net
 
     def build_discriminators(self):
-        discriminators = super().build_discriminators()
+        if not any(self.on(k) for k in self.gan_losses):
+            return {}
+        c, m = self.cfg, self.model.cfg
+        discriminators = {"discriminator": MultiscalePatchDiscriminator(
+            c.num_classes, 3, width=c.disc_width, n_layers=c.disc_layers, num_scales=c.disc_scales,
+            padding=m.disc_padding, attention=m.disc_attention)}
         for d in discriminators.values():  # the code initialises its discriminator as its generator
             init_weights(d, self.model.cfg.init, self.model.cfg.init_gain)
         return discriminators
+
+    def discriminator_terms(self, visuals, step: int):
+        loss, terms = super().discriminator_terms(visuals, step)
+        return loss * self.model.cfg.disc_loss_weight, terms
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         label, image, exemplar, exemplar_label = self.inputs(batch, gen)
@@ -600,16 +631,19 @@ class CoCosNetObjective(Objective):
             terms["domain"] = F.l1_loss(_feature_normalize(xa), _feature_normalize(yb))
         if self.on("reg"):
             terms["reg"] = F.l1_loss(out["cycle"], out["exemplar_small"])
-        size = out["warped"].shape[-2:]
         if self.on("warp"):
-            target = F.adaptive_avg_pool2d(image, size)
+            if mcfg.warp_loss_at == "image":
+                warped, target = upsample_warped(out["warped"], image.shape[-2:], mcfg.warp_upsample), image
+            else:
+                warped = out["warped"]
+                target = F.adaptive_avg_pool2d(image, warped.shape[-2:])
             if self_ref is not None:
                 # a retrieved reference warped onto the input is not the ground truth: the
                 # released code applies this term to self-exemplars only, weighted as its "feat"
                 w = self_ref.to(target.dtype).view(-1, 1, 1, 1)
-                terms["warp"] = ((out["warped"] - target).abs() * (w / (w.sum() + 1e-5))).mean()
+                terms["warp"] = ((warped - target).abs() * (w / (w.sum() + 1e-5))).mean()
             else:
-                terms["warp"] = F.l1_loss(out["warped"], target)
+                terms["warp"] = F.l1_loss(warped, target)
         if use_mask:
             terms["mask"] = (_code_mask_loss(out["warped_label"], label, exemplar_label) if mcfg.mask_loss == "code"
                              else _soft_mask_loss(out["warped_label"], label))
@@ -642,14 +676,16 @@ CODE_ARCHITECTURE = dict(
     patch_size=3, alpha=100.0, use_nonlocal=True, adaptor="spade", adaptor_kernel=3, normalize_adaptor_features=True,
     feature_block="prelu", separate_theta_phi=True, generator_layout="spade", spade_padding="reflect",
     nonlocal_pool_keys=True, warp_upsample="nearest", init="xavier", init_gain=0.02, mask_loss="code",
+    warp_loss_at="image", disc_attention=True, disc_padding=1, disc_loss_weight=10.0,
 )
 
-# The README's training runs: 256 px, batchSize 32, Adam with TTUR (G 1e-4, D 4e-4, betas (0, 0.9)),
+# The README's training runs: 256 px, batchSize 32, Adam with TTUR (G 1e-4, D 4e-4, betas (0, 0.9),
+# the generator's eps 1e-3 as create_optimizers sets it),
 # niter epochs at a constant rate then niter_decay (= niter in every command) decaying to 0, the
 # multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
 # print_freq 100, display_freq 2000, save_latest_freq 5000 iterations.
 _CODE_TRAINING = dict(
-    model="cocosnet", size=256, batch_size=32, lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), lr_decay_steps=0.5,
+    model="cocosnet", size=256, batch_size=32, lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), eps_g=1e-3, lr_decay_steps=0.5,
     disc_width=64, disc_layers=4, disc_scales=2, log_every=100, image_every=2000, checkpoint_every=5000,
 )
 
@@ -670,7 +706,8 @@ PRESETS = {
     # epoch 90's: `exsynth convert --epoch 90`)
     "cocosnet-ade20k": dict(
         _CODE_TRAINING, dataset="ade20k", epochs=200, mask_warmup_steps=150 / 200,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
+                          resample="bicubic"),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, noise_for_mask=True, perceptual_layer="relu5_2"),
         losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
     ),
@@ -680,7 +717,8 @@ PRESETS = {
     # (the README's first ADE20k model, released as latest: synthesis takes the exemplar's mask)
     "cocosnet-ade20k-mask": dict(
         _CODE_TRAINING, dataset="ade20k", epochs=200,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
+                          resample="bicubic"),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, perceptual_layer="relu5_2"),
         losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
     ),
@@ -692,7 +730,8 @@ PRESETS = {
     # command leaves it at 3, which would not load that checkpoint)
     "cocosnet-celebahq": dict(
         _CODE_TRAINING, dataset="celebahq", epochs=60,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
+                          resample="bicubic"),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=0.1, weight_mask=100.0),
@@ -703,7 +742,8 @@ PRESETS = {
     # with the test command's --adaptor_kernel 4 (the released model)
     "cocosnet-celebahq-edge": dict(
         _CODE_TRAINING, dataset="celebahq-edge", epochs=60,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True),
+        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
+                          resample="bicubic"),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=1.0),
@@ -715,7 +755,7 @@ PRESETS = {
     # with the test command's --adaptor_kernel 4 (the released model)
     "cocosnet-deepfashion": dict(
         _CODE_TRAINING, dataset="deepfashion", epochs=100,
-        data_options=dict(real_reference_probability=0.0, flip=False, video_like=True),
+        data_options=dict(real_reference_probability=0.0, flip=False, video_like=True, resample="bicubic"),
         model_options=dict(CODE_ARCHITECTURE, warp_upsample="bilinear", warp_patch=True, adaptor_kernel=4,
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_self_w=100.0),

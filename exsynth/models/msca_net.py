@@ -23,7 +23,8 @@ one generator update per 5 discriminator updates. The registry entry and presets
 
 Where exsynth departs from the paper, a config option names it and the `msca-cocostuff`
 preset sets the paper's value (MSCANetConfig: synthesis_norm, synthesis_spectral_norm,
-patch_gan, exemplar_discriminator, gan_mode, d_steps_per_g, late_crop, patch_both_directions;
+patch_gan, exemplar_discriminator, gan_mode, d_steps_per_g, late_crop, patch_both_directions,
+vgg_loss_layers, gan_feat_sum_layers;
 the loss weights l1 and feat; the TrainConfig's learning rates). Choices the paper leaves open:
 - The synthesis starts from a conv of the coarsest [F_x1^(L), F_c1^(L)] (no noise z).
 - Label maps are resized with nearest-neighbour interpolation.
@@ -41,6 +42,7 @@ from torch import nn
 
 from ..losses.gan import gan_feature_matching_loss, hinge_d_loss, hinge_g_loss
 from ..losses.objective import Objective
+from ..losses.perceptual import STYLE_LAYERS
 from ..nn import MSCAModule, load_vgg19
 from ..nn.blocks import NORMS, MultiscalePatchDiscriminator, SPADEResBlock
 from ..registry import ModelSpec, register_model
@@ -115,6 +117,12 @@ class MSCANetConfig:
     d_steps_per_g: discriminator steps per generator step (Sec. 4, "the weights of generator
         are updated every 5 iterations": 5); the generator steps on the first of each cycle
         (after any attention pre-training). Needs a GAN term when > 1.
+    vgg_loss_layers: the VGG feature-matching term's layers. "cocosnet": relu1_2..relu5_2
+        (weights 1/32..1, exsynth's shared loss); "spade": relu1_1..relu5_1 with the same
+        weights, SPADE's VGGLoss, which Eq. 11's L_spade takes from SPADE.
+    gan_feat_sum_layers: GAN feature matching summed over each scale's discriminator layers
+        (SPADE's GAN_Feat_loss, so L_spade's); False: averaged over them (about 1/4 as strong
+        with 4 layers).
     Inputs must have height and width divisible by 2**(num_scales - 1).
     """
 
@@ -143,6 +151,8 @@ class MSCANetConfig:
     exemplar_discriminator: bool = False
     gan_mode: str = "hinge"
     d_steps_per_g: int = 1
+    vgg_loss_layers: str = "cocosnet"
+    gan_feat_sum_layers: bool = False
 
     def __post_init__(self):
         self.ks = tuple(int(k) for k in self.ks)
@@ -165,6 +175,8 @@ class MSCANetConfig:
                              f"step number >= 1, got {start}")
         if self.gan_mode not in GAN_MODES:
             raise ValueError(f"MSCANetConfig: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
+        if self.vgg_loss_layers not in ("cocosnet", "spade"):
+            raise ValueError(f"MSCANetConfig: vgg_loss_layers must be 'cocosnet' or 'spade', got {self.vgg_loss_layers!r}")
         if int(self.d_steps_per_g) != self.d_steps_per_g or self.d_steps_per_g < 1:
             raise ValueError(f"MSCANetConfig: d_steps_per_g must be a whole number >= 1, got {self.d_steps_per_g}")
 
@@ -614,8 +626,9 @@ class MSCAObjective(Objective):
     loss_names = ("l1", "feat", "perc", "adv", "gan_feat", "attn")
     default_weights = dict(l1=1.0, feat=1.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0)
 
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
+    def __init__(self, model, *args, **kw):
+        self.gan_feat_sum_layers = model.cfg.gan_feat_sum_layers
+        super().__init__(model, *args, **kw)
         self.attn_pretrain_steps = int(getattr(self.cfg, "attn_pretrain_steps", 0) or 0)
         if (self.on("attn") or self.attn_pretrain_steps) and self.model.attention_decoder is None:
             raise ValueError("the attn loss (attention pre-training) needs the model option attention_decoder=true")
@@ -623,6 +636,11 @@ class MSCAObjective(Objective):
         if ratio > 1 and not len(self.discriminators):
             raise ValueError(f"d_steps_per_g={ratio} trains the discriminator between generator steps, but no GAN "
                              f"term is on (the adv and gan_feat weights are 0); use d_steps_per_g=1")
+
+    def vgg_options(self):
+        if self.model.cfg.vgg_loss_layers == "spade":
+            return dict(fm_layers=STYLE_LAYERS)   # relu1_1..relu5_1, weights 1/32..1
+        return {}
 
     def build_discriminators(self) -> Dict[str, nn.Module]:
         """One multi-scale PatchGAN on (label, image), or with exemplar_discriminator on
@@ -782,7 +800,7 @@ PRESETS = {
         model_options=dict(use_vgg=True, ks=(8, 16, 16, 16, 16), synthesis_norm="batch",
                            synthesis_spectral_norm=True, crop=0.5, late_crop=0.75, late_crop_start=0.5,
                            patch_both_directions=False, patch_gan=True, exemplar_discriminator=True,
-                           gan_mode="original", d_steps_per_g=5),
+                           gan_mode="original", d_steps_per_g=5, vgg_loss_layers="spade", gan_feat_sum_layers=True),
         losses=dict(l1=0.0, feat=10.0, perc=0.0, adv=1.0, gan_feat=10.0, attn=0.0),
     ),
 }

@@ -71,6 +71,8 @@ class TrainConfig:
         papers' code: niter epochs constant, niter_decay epochs linear); a number in (0, 1): that
         fraction of `steps` (a preset's schedule then follows --steps); None: constant.
     betas: Adam betas.
+    eps_g, eps_d: Adam's eps of the generator's and the discriminators' optimisers (CoCosNet's
+        code gives its generator 1e-3; PyTorch's default, 1e-8, elsewhere).
     amp: mixed precision (bf16 autocast on a CPU, fp16 + GradScaler on CUDA).
     device: "auto" (CUDA when available; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N.
     seed: seed of initialisation, data order and augmentation draws.
@@ -117,6 +119,8 @@ class TrainConfig:
     lr_d: float = 4e-4
     lr_decay_steps: Optional[float] = None
     betas: Tuple[float, float] = (0.0, 0.999)
+    eps_g: float = 1e-8
+    eps_d: float = 1e-8
     amp: bool = False
     device: str = "auto"
     seed: int = 0
@@ -178,6 +182,9 @@ class TrainConfig:
                              f">= 0, got {w}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be None or > 0, got {self.epochs}")
+        for name in ("eps_g", "eps_d"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be > 0 (Adam's eps), got {getattr(self, name)}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 

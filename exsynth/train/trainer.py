@@ -188,8 +188,8 @@ class Trainer:
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.roles: Dict[str, str] = {}
         for key, (params, role) in self.objective.optimizer_groups().items():
-            lr = cfg.lr_g if role == "g" else cfg.lr_d
-            self.optimizers[key] = torch.optim.Adam(params, lr=lr, betas=cfg.betas)
+            lr, eps = (cfg.lr_g, cfg.eps_g) if role == "g" else (cfg.lr_d, cfg.eps_d)
+            self.optimizers[key] = torch.optim.Adam(params, lr=lr, betas=cfg.betas, eps=eps)
             self.roles[key] = role
         self.amp_dtype = None
         if cfg.amp:
