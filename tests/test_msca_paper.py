@@ -271,3 +271,13 @@ def test_l_spade_layers_and_gan_feature_sum(tmp_path, spade):
     per_layer = sum(F.l1_loss(f, r) for sf, sr in zip(fake, real) for f, r in zip(sf[:-1], sr[:-1])) / 2
     want = per_layer if spade else per_layer / 3
     torch.testing.assert_close(gan_feature_matching_loss(fake, real, sum_layers=obj.gan_feat_sum_layers), want)
+
+
+def test_training_the_vgg_encoder_without_weights_is_refused(tmp_path):
+    cfg = tiny_cfg(tmp_path, model_options=dict(use_vgg=True, num_scales=2, ks=(2, 2)))
+    with pytest.raises(ValueError, match="image encoder is a frozen ImageNet VGG19 \\(use_vgg\\): pass --vgg FILE"):
+        Trainer(cfg, quiet=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(tiny_cfg(tmp_path, model_options=dict(use_vgg=True, num_scales=2, ks=(2, 2)), allow_random_vgg=True,
+                         out=str(tmp_path / "ok")), quiet=True)

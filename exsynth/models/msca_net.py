@@ -629,6 +629,11 @@ class MSCAObjective(Objective):
     def __init__(self, model, *args, **kw):
         self.gan_feat_sum_layers = model.cfg.gan_feat_sum_layers
         super().__init__(model, *args, **kw)
+        m = model.cfg
+        if m.use_vgg and m.vgg_path is None and not getattr(self.cfg, "allow_random_vgg", False):
+            raise ValueError("msca's image encoder is a frozen ImageNet VGG19 (use_vgg): pass --vgg FILE, use a small "
+                             "trainable encoder (--option use_vgg=false), or --allow-random-vgg (tests only: a "
+                             "random VGG's features mean nothing)")
         self.attn_pretrain_steps = int(getattr(self.cfg, "attn_pretrain_steps", 0) or 0)
         if (self.on("attn") or self.attn_pretrain_steps) and self.model.attention_decoder is None:
             raise ValueError("the attn loss (attention pre-training) needs the model option attention_decoder=true")
