@@ -169,7 +169,8 @@ def train(args) -> int:
         print(f"{cfg.model}, {plan['supervision']} supervision: "
               + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in plan["parameters"].items()) + " trainable parameters",
               file=sys.stderr)
-        print(f"activations saved for one generator step: {mib:.1f} MiB per sample "
+        print(f"activations saved for one training step (the larger of its generator and discriminator "
+              f"passes): {mib:.1f} MiB per sample "
               f"(x {cfg.batch_size // trainer.ctx.world_size} per process at this batch)", file=sys.stderr)
         return 0
     n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -851,7 +852,8 @@ def _add_train_parser(sub, model_name, source_name):
     p.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that holds a run")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved options, parameter counts and the activation memory of one sample's "
-                        "generator step; train and write nothing")
+                        "training step (its generator or discriminator pass, whichever saves more); train and "
+                        "write nothing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=train, train_dests=train_dests, model_dests=model_dests, data_dests=data_dests)
 

@@ -569,7 +569,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
         cfg = json.loads(captured.out)
         assert cfg["size"] == size and cfg["model"] == "cocosnet"
         assert "trainable parameters" in captured.err
-        sizes[size] = float(re.search(r"activations saved for one generator step: ([0-9.]+) MiB", captured.err).group(1))
+        sizes[size] = float(re.search(r"activations saved for one training step \(the larger of its generator and "
+                                      r"discriminator passes\): ([0-9.]+) MiB", captured.err).group(1))
     assert not out.exists()
     # activations grow with the pixels: about 4x from 32 to 64 px
     assert 3.0 < sizes[64] / sizes[32] < 5.0, sizes

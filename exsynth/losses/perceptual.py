@@ -23,7 +23,8 @@ __all__ = [
     "contextual_loss_layers", "VGGLoss",
 ]
 
-# CoCosNet / pix2pixHD VGG feature matching (Eq. 8).
+# CoCosNet's VGG feature matching (Eq. 8; its code's relu*_2 layers; pix2pixHD and SPADE use relu*_1,
+# STYLE_LAYERS, with the same weights).
 FEATURE_MATCHING_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 FEATURE_MATCHING_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 # CoCosNet contextual loss (Eq. 11) as its code's get_ctx_loss computes it: relu5_2 x 8, relu4_2 x 4,
@@ -146,8 +147,9 @@ class VGGLoss(nn.Module):
     ``vgg``: a :class:`VGG19Features` (e.g. ``load_vgg19(path)``); default
     ``load_vgg19()`` (random-init, warns once). The network is frozen.
 
-    * ``forward(fake, real)`` / ``feature_matching``: CoCosNet Eq. 8 / pix2pixHD,
-      L1 on relu1_2..relu5_2 with weights 1/32, 1/16, 1/8, 1/4, 1.
+    * ``forward(fake, real)`` / ``feature_matching``: CoCosNet Eq. 8, L1 on
+      ``fm_layers`` (relu1_2..relu5_2; pix2pixHD / SPADE: relu1_1..relu5_1) with
+      weights 1/32, 1/16, 1/8, 1/4, 1.
     * ``perceptual(fake, real)``: Eq. 10, L1 on relu4_2 (configurable).
     * ``style(fake, real)``: Gram-matrix loss on relu{1..5}_1.
     * ``contextual(fake, ref)``: Eq. 11 as CoCosNet's code computes it (see

@@ -63,9 +63,10 @@ class VGG19Features(nn.Module):
     """VGG19 conv stack returning named ReLU activations.
 
     Input: images in ``[-1, 1]`` (the range of the generators' ``tanh``
-    output), shape ``(N, 3, H, W)``. They are mapped to ``[0, 1]`` and
-    normalised with the ImageNet mean/std internally, which is what the
-    torchvision / CoCosNet weights expect.
+    output), shape ``(N, 3, H, W)``. They are mapped to what the loaded weights
+    expect (`input_format`, set by `load_vgg19`): ``[0, 1]`` with the ImageNet
+    mean/std for torchvision's weights, caffe's BGR x 255 minus the mean for
+    CoCosNet's ``vgg19_conv.pth``.
 
     ``forward(x, layers)`` returns ``{name: activation}`` for the requested
     ReLU names (``relu1_1`` ... ``relu5_4``) and stops after the deepest one.

@@ -46,9 +46,11 @@ def field_docs(cls) -> Dict[str, str]:
 
 @dataclass
 class TrainConfig:
-    """What `exsynth train` runs. Defaults follow the papers' optimisers (Adam, TTUR:
-    generator 1e-4, discriminator 4e-4, betas (0, 0.999)); `losses` and `model_options`
-    override entries of `default_losses(model)` and of the model's config dataclass.
+    """What `exsynth train` runs. The defaults are CoCosNet's paper optimiser (Adam, TTUR:
+    generator 1e-4, discriminator 4e-4, betas (0, 0.999)); each model's paper presets set its
+    own (CoCosNet's code: betas (0, 0.9), generator eps 1e-3; MSCA-Net: 2e-4 for both);
+    `losses` and `model_options` override entries of `default_losses(model)` and of the
+    model's config dataclass.
 
     model: a registered model (exsynth.registry.models()); None: the registry's default model.
     data: the data source's root folder; "synthetic" needs none.
