@@ -769,7 +769,8 @@ def convert_cmd(args) -> int:
     if out.exists() and not args.overwrite:
         raise UsageError(f"--out {out}: exists (pass --overwrite to replace it)")
     try:
-        table[args.source].convert(args.ckpt_dir, args.preset, out, epoch=args.epoch)
+        table[args.source].convert(args.ckpt_dir, args.preset, out, epoch=args.epoch,
+                                   ignore_unexpected=args.ignore_unexpected_keys)
     except ConversionError as e:
         raise UsageError(str(e)) from None
     print(f"{out}: --preset {args.preset} with the weights of {args.source}'s {args.epoch} files in {args.ckpt_dir}")
@@ -954,6 +955,9 @@ def _parser(model_name=None, source_name=None, train_flags: bool = True) -> argp
     p.add_argument("--epoch", default="latest", help="which files: the code's {epoch} file name prefix "
                                                      "(its --which_epoch; default latest)")
     p.add_argument("--out", required=True, help="the exsynth checkpoint to write")
+    p.add_argument("--ignore-unexpected-keys", action="store_true",
+                   help="drop (with a warning) keys the network has no place for, as the code's loader does when "
+                        "its strict load fails; missing keys and wrong shapes are still refused")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=convert_cmd)
 

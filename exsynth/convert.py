@@ -20,8 +20,10 @@ class ConversionError(ValueError):
 @dataclass(frozen=True)
 class Converter:
     """name: the `--from` value (the code whose checkpoints are read).
-    convert(ckpt_dir, preset, out, *, epoch) -> the written exsynth checkpoint's path; raises
-        ConversionError (one line naming the file and what does not fit).
+    convert(ckpt_dir, preset, out, *, epoch, ignore_unexpected) -> the written exsynth
+        checkpoint's path; raises ConversionError (one line naming the file and what does not
+        fit). ignore_unexpected: keys the network has no place for are dropped with a warning
+        (the code's own loader falls back to strict=False), instead of refused.
     description: what it reads, for `exsynth convert -h` and messages."""
 
     name: str

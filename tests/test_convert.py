@@ -155,13 +155,13 @@ def _official_files(tmp_path, preset, seed=0):
     return corr.state_dict(), G.state_dict()
 
 
-def _convert(tmp_path, preset, corr_state, g_state):
+def _convert(tmp_path, preset, corr_state, g_state, *flags):
     folder = tmp_path / "ckpt"
     folder.mkdir(exist_ok=True)
     torch.save(corr_state, folder / "latest_net_Corr.pth")
     torch.save(g_state, folder / "latest_net_G.pth")
     return cli.main(["convert", "--from", "cocosnet", str(folder), "--preset", preset, "--out",
-                     str(tmp_path / "x.pt"), "--overwrite"])
+                     str(tmp_path / "x.pt"), "--overwrite", *flags])
 
 
 def test_files_of_another_network_name_the_first_misfit(tmp_path, capsys):
@@ -176,6 +176,12 @@ def test_files_of_another_network_name_the_first_misfit(tmp_path, capsys):
                     G) == 2
     assert "key 'domain_classifier.feature.0.weight' has no place in the cocosnet-celebahq-edge network" in \
         capsys.readouterr().err
+    # as the code's loader falls back to strict=False: dropped, with a warning naming it
+    with pytest.warns(UserWarning, match="1 key\\(s\\) with no place in the cocosnet-celebahq-edge network dropped "
+                                         "\\(--ignore-unexpected-keys\\): domain_classifier.feature.0.weight"):
+        assert _convert(tmp_path, "cocosnet-celebahq-edge", {**corr, "domain_classifier.feature.0.weight":
+                                                             torch.zeros(1)}, G, "--ignore-unexpected-keys") == 0
+    (tmp_path / "x.pt").unlink()
     del G["attn.gamma"]
     assert _convert(tmp_path, "cocosnet-celebahq-edge", corr, G) == 2
     assert "latest_net_G.pth: no key 'attn.gamma', which the cocosnet-celebahq-edge network needs" in \

@@ -14,6 +14,7 @@ the first key that does not fit.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
@@ -111,9 +112,13 @@ def _read_state(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
-def convert_cocosnet(ckpt_dir: PathLike, preset: str, *, epoch: str = "latest") -> torch.nn.Module:
+def convert_cocosnet(ckpt_dir: PathLike, preset: str, *, epoch: str = "latest",
+                     ignore_unexpected: bool = False) -> torch.nn.Module:
     """The CoCosNet of `preset` (a registered CoCosNet preset) with the weights of
-    CKPT_DIR/{epoch}_net_Corr.pth and {epoch}_net_G.pth, in evaluation mode."""
+    CKPT_DIR/{epoch}_net_Corr.pth and {epoch}_net_G.pth, in evaluation mode.
+    ignore_unexpected: keys with no place in the network are dropped with one warning per
+    file (the code's util.load_network retries with strict=False when its strict load
+    fails); without it the first one is an error. Missing keys and wrong shapes always are."""
     spec = model_spec("cocosnet")
     if preset not in spec.presets:
         raise ConversionError(f"--preset {preset!r}: expected a CoCosNet preset ({', '.join(sorted(spec.presets))})")
@@ -128,8 +133,12 @@ def convert_cocosnet(ckpt_dir: PathLike, preset: str, *, epoch: str = "latest") 
     state: Dict[str, torch.Tensor] = {}
     for label, _ in COCOSNET_FILES:
         path = Path(ckpt_dir) / f"{epoch}_net_{label}.pth"
+        dropped = []
         for key, tensor in _read_state(path).items():   # in the file's order: the first misfit is named
             ours = key_map.get(f"{label}.{key}")
+            if ours is None and ignore_unexpected:
+                dropped.append(key)
+                continue
             if ours is None:
                 raise ConversionError(f"{path}: key {key!r} has no place in the {preset} network (the first key that "
                                       f"does not fit; is this checkpoint of another preset?)")
@@ -138,6 +147,9 @@ def convert_cocosnet(ckpt_dir: PathLike, preset: str, *, epoch: str = "latest") 
                                       f"expects {tuple(expected[ours].shape)} (the first key that does not fit; is "
                                       f"this checkpoint of another preset?)")
             state[ours] = tensor
+        if dropped:
+            warnings.warn(f"{path}: {len(dropped)} key(s) with no place in the {preset} network dropped "
+                          f"(--ignore-unexpected-keys): {', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}")
         missing = [k for k, ours in key_map.items() if k.startswith(label + ".") and ours not in state]
         if missing:
             raise ConversionError(f"{path}: no key {missing[0].split('.', 1)[1]!r}, which the {preset} network needs "
@@ -146,9 +158,10 @@ def convert_cocosnet(ckpt_dir: PathLike, preset: str, *, epoch: str = "latest") 
     return model.eval()
 
 
-def convert_cocosnet_file(ckpt_dir: PathLike, preset: str, out: PathLike, *, epoch: str = "latest") -> Path:
+def convert_cocosnet_file(ckpt_dir: PathLike, preset: str, out: PathLike, *, epoch: str = "latest",
+                          ignore_unexpected: bool = False) -> Path:
     """convert_cocosnet, written as an exsynth checkpoint at `out`."""
-    model = convert_cocosnet(ckpt_dir, preset, epoch=epoch)
+    model = convert_cocosnet(ckpt_dir, preset, epoch=epoch, ignore_unexpected=ignore_unexpected)
     recipe = model_spec("cocosnet").presets[preset]
     save_checkpoint(out, model,
                     train_config=dict(size=recipe.get("size", 256), dataset=recipe["dataset"], preset=preset),
