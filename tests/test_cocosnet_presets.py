@@ -1,6 +1,7 @@
 """CoCosNet's paper presets (the README training commands of the released code): each one
 builds and trains one step at 64 px on its dataset layout; the code's options behave as the
 code does (mask warm-up, warp_patch, the generator layout, key pooling, init)."""
+import dataclasses
 import json
 import math
 import warnings
@@ -58,6 +59,16 @@ def test_epochs_become_steps_and_warmup_fractions_resolve():
     done = cfg.resolve_epochs(20210)            # ADE20k's training set: 631 full batches of 32
     assert done.steps == 200 * 631 and done.epochs is None and done.decay_steps() == 100 * 631
     assert done.mask_warmup_end() == 150 * 631
+    # the code lowers the rate after each epoch (update_learning_rate): during epoch k (from 0)
+    # the factor is 1 - max(0, k - niter) / niter_decay
+    assert done.steps_per_epoch == 631 and done.lr_decay_per == "epoch"
+    for k in (0, 99, 100, 101, 150, 199):
+        for step in (k * 631, k * 631 + 630):
+            assert done.lr_factor(step) == pytest.approx(1 - max(0, k - 100) / 100), (k, step)
+    per_step = dataclasses.replace(done, lr_decay_per="step")
+    assert per_step.lr_factor(101 * 631 + 630) < done.lr_factor(101 * 631 + 630)
+    with pytest.raises(ValueError, match="lr_decay_per must be 'step' or 'epoch', got 'batch'"):
+        TrainConfig(lr_decay_per="batch")
     with pytest.raises(ValueError, match="the training set has 20 samples, fewer than one batch of 32"):
         cfg.resolve_epochs(20)
     with pytest.raises(ValueError, match="mask_warmup_steps must be None, a fraction in"):

@@ -681,11 +681,12 @@ CODE_ARCHITECTURE = dict(
 
 # The README's training runs: 256 px, batchSize 32, Adam with TTUR (G 1e-4, D 4e-4, betas (0, 0.9),
 # the generator's eps 1e-3 as create_optimizers sets it),
-# niter epochs at a constant rate then niter_decay (= niter in every command) decaying to 0, the
-# multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
+# niter epochs at a constant rate then niter_decay (= niter in every command) decaying to 0, lowered
+# at each epoch's end, the multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
 # print_freq 100, display_freq 2000, save_latest_freq 5000 iterations.
 _CODE_TRAINING = dict(
     model="cocosnet", size=256, batch_size=32, lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), eps_g=1e-3, lr_decay_steps=0.5,
+    lr_decay_per="epoch",
     disc_width=64, disc_layers=4, disc_scales=2, log_every=100, image_every=2000, checkpoint_every=5000,
 )
 

@@ -72,6 +72,11 @@ class TrainConfig:
     lr_decay_steps: the last this many steps of the run decay both rates linearly to 0 (the
         papers' code: niter epochs constant, niter_decay epochs linear); a number in (0, 1): that
         fraction of `steps` (a preset's schedule then follows --steps); None: constant.
+    lr_decay_per: "step": the decay lowers the rates every step; "epoch": once per epoch, at
+        its end (the papers' code: update_learning_rate after each epoch), so an epoch trains
+        at one rate.
+    steps_per_epoch: full batches per pass over the training set; set by the trainer from
+        the data source (the unit of lr_decay_per "epoch").
     betas: Adam betas.
     eps_g, eps_d: Adam's eps of the generator's and the discriminators' optimisers (CoCosNet's
         code gives its generator 1e-3; PyTorch's default, 1e-8, elsewhere).
@@ -120,6 +125,8 @@ class TrainConfig:
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     lr_decay_steps: Optional[float] = None
+    lr_decay_per: str = "step"
+    steps_per_epoch: Optional[int] = None
     betas: Tuple[float, float] = (0.0, 0.999)
     eps_g: float = 1e-8
     eps_d: float = 1e-8
@@ -184,6 +191,10 @@ class TrainConfig:
                              f">= 0, got {w}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be None or > 0, got {self.epochs}")
+        if self.lr_decay_per not in ("step", "epoch"):
+            raise ValueError(f"lr_decay_per must be 'step' or 'epoch', got {self.lr_decay_per!r}")
+        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
         for name in ("eps_g", "eps_d"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0 (Adam's eps), got {getattr(self, name)}")
@@ -203,6 +214,8 @@ class TrainConfig:
         if not n:
             return 1.0
         start = self.steps - n
+        if self.lr_decay_per == "epoch" and self.steps_per_epoch:
+            step = step // self.steps_per_epoch * self.steps_per_epoch   # the rate of the epoch's start
         if step < start:
             return 1.0
         return max(0.0, 1.0 - (step - start) / float(n))
@@ -216,14 +229,19 @@ class TrainConfig:
 
     def resolve_epochs(self, train_samples: int) -> "TrainConfig":
         """This config with `epochs` turned into `steps` for a training set of this many
-        samples (epochs x full batches per epoch); itself when epochs is None."""
-        if self.epochs is None:
+        samples (epochs x full batches per epoch) and `steps_per_epoch` set; itself when
+        neither epochs nor an lr_decay_per of "epoch" needs the epoch's length."""
+        if self.epochs is None and self.lr_decay_per != "epoch":
             return self
         per_epoch = int(train_samples) // self.batch_size
         if per_epoch < 1:
-            raise ValueError(f"epochs {self.epochs}: the training set has {train_samples} samples, fewer than "
+            what = f"epochs {self.epochs}" if self.epochs is not None else "lr_decay_per 'epoch'"
+            raise ValueError(f"{what}: the training set has {train_samples} samples, fewer than "
                              f"one batch of {self.batch_size}; lower --batch-size or give --steps")
-        return dataclasses.replace(self, steps=max(1, round(self.epochs * per_epoch)), epochs=None)
+        if self.epochs is None:
+            return dataclasses.replace(self, steps_per_epoch=per_epoch)
+        return dataclasses.replace(self, steps=max(1, round(self.epochs * per_epoch)), epochs=None,
+                                   steps_per_epoch=per_epoch)
 
     def source_name(self) -> str:
         if self.dataset is not None:
