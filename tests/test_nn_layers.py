@@ -64,3 +64,30 @@ def test_msca_module_is_the_papers_equations():
     sp, ch, gate = plain.logits_and_gate(f_x2, f_c1, f_c2)
     assert gate is None
     _close(plain(f_x2, f_c1, f_c2), reference.msca_attention(f_x2, sp, ch))
+
+
+def test_non_local_blocks_keep_no_position_by_key_matrix():
+    # the fused attention: no (N, N/4) tensor forward or backward (a transposed q or a head size
+    # that differs from the values' sends SDPA to its materialising math path)
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from exsynth.nn.blocks import NonLocalBlock, NonLocalBlock2D
+
+    class Biggest(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    self.bytes = max(self.bytes, t.numel() * t.element_size())
+            return out
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, 64, 64, requires_grad=True)        # N = 4096 positions, 1024 pooled keys
+    matrix = 4096 * 1024 * 4
+    for block in (NonLocalBlock(64, spectral_norm=True, pool_keys=True), NonLocalBlock2D(64)):
+        with Biggest() as seen:
+            block(x).sum().backward()
+        assert seen.bytes < matrix / 4, (type(block).__name__, seen.bytes)
