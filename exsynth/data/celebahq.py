@@ -24,7 +24,7 @@ pair lists celebahq_ref.txt / celebahq_ref_test.txt (CoCosNet's format; the name
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,6 +58,17 @@ def _read_mask(p: Path) -> np.ndarray:
     return np.asarray(_open(p).convert("L")) > 127  # 255 inside the part (JPEG-free PNGs, but be lenient)
 
 
+def _canvas(label: Optional[np.ndarray], mask: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """The class map so far (a zero one shaped as `mask` at the first file); ImageError when
+    `mask` (read from `path`) is of another size."""
+    if label is None:
+        return np.zeros(mask.shape, dtype=np.int64)
+    if mask.shape != label.shape:
+        raise ImageError(f"{path}: {what} is {mask.shape[0]}x{mask.shape[1]}, the class map is "
+                         f"{label.shape[0]}x{label.shape[1]}")
+    return label
+
+
 def merge_part_masks(anno: Path, image_id: int) -> torch.Tensor:
     """(2, H, W) int64 of one image: its class map without glasses (the code's
     all_parts_except_glasses map when present, else the parts merged) and its glasses mask
@@ -73,23 +84,14 @@ def merge_part_masks(anno: Path, image_id: int) -> torch.Tensor:
     else:
         for part in _DRAW_ORDER:
             p = _part_path(anno, image_id, part)
-            if not p.is_file():
-                continue
-            mask = _read_mask(p)
-            if label is None:
-                label = np.zeros(mask.shape, dtype=np.int64)
-            if mask.shape != label.shape:
-                raise ImageError(f"{p}: part mask is {mask.shape[0]}x{mask.shape[1]}, the other parts are "
-                                 f"{label.shape[0]}x{label.shape[1]}")
-            label[mask] = CELEBAHQ_PARTS.index(part) + 1
+            if p.is_file():
+                mask = _read_mask(p)
+                label = _canvas(label, mask, p, "part mask")
+                label[mask] = CELEBAHQ_PARTS.index(part) + 1
     g = _part_path(anno, image_id, "eye_g")
     if g.is_file():
         glasses = _read_mask(g)
-        if label is None:
-            label = np.zeros(glasses.shape, dtype=np.int64)
-        if glasses.shape != label.shape:
-            raise ImageError(f"{g}: glasses mask is {glasses.shape[0]}x{glasses.shape[1]}, the class map is "
-                             f"{label.shape[0]}x{label.shape[1]}")
+        label = _canvas(label, glasses, g, "glasses mask")
     if label is None:
         raise ImageError(f"{anno / str(image_id // 2000)}: no part mask {image_id:05d}_<part>.png for image {image_id}")
     if glasses is None:
