@@ -73,7 +73,7 @@ def add_dataclass_flags(parser: argparse._ActionsContainer, cls, docs: Dict[str,
     dests: Dict[str, str] = {}
     skip = set(skip)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or not f.metadata.get("cli", True):   # cli=False: derived, not given
             continue
         kind = _argparse_kind(hints.get(f.name))
         if kind is None:

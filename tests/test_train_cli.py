@@ -572,5 +572,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
         sizes[size] = float(re.search(r"activations saved for one training step \(the larger of its generator and "
                                       r"discriminator passes\): ([0-9.]+) MiB", captured.err).group(1))
     assert not out.exists()
-    # activations grow with the pixels: about 4x from 32 to 64 px
-    assert 3.0 < sizes[64] / sizes[32] < 5.0, sizes
+    # activations grow with the pixels, 4x from 32 to 64 px, over a part that does not: the
+    # discriminator's spectral-normalised weights its convs save (width 64 beside this width-4
+    # generator: ~5 MiB), so the whole grows ~2.8x
+    assert 2.5 < sizes[64] / sizes[32] < 5.0, sizes

@@ -126,7 +126,7 @@ class TrainConfig:
     lr_d: float = 4e-4
     lr_decay_steps: Optional[float] = None
     lr_decay_per: str = "step"
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: Optional[int] = field(default=None, metadata={"cli": False})
     betas: Tuple[float, float] = (0.0, 0.999)
     eps_g: float = 1e-8
     eps_d: float = 1e-8
