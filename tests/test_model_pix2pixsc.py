@@ -302,3 +302,82 @@ def test_resume_equals_the_uninterrupted_run_and_amp_trains(tmp_path, capsys):
     # bf16 autocast on the CPU
     assert cli.main(base + ["--steps", "1", "--amp", "--out", str(tmp_path / "amp")]) == 0
     capsys.readouterr()
+
+
+def test_exemplar_roll_moves_i_and_f_of_i_together_in_training_only(tmp_path):
+    from exsynth.models.pix2pixsc import roll_exemplar
+    b = _batch(B=3)
+    ex, exl = b["exemplar"], b["exemplar_label"]
+    r, rl = roll_exemplar(ex, exl, torch.Generator().manual_seed(1))
+    assert r.shape == ex.shape and rl.shape == exl.shape
+    # exact (no resampling): the same pixels and the same pixel-label pairing, only moved
+    for i in range(3):
+        pairs = lambda a, l: sorted(map(tuple, torch.cat([a[i], l[i]]).flatten(1).T.tolist()))  # noqa: E731
+        assert pairs(r, rl) == pairs(ex, exl)
+    assert not torch.equal(r, ex)
+    r2, _ = roll_exemplar(ex, exl, torch.Generator().manual_seed(1))
+    assert torch.equal(r, r2)                                   # a function of the step's generator
+    # off (the default): G sees the exemplar as given, the paper's network and checkpoints unchanged
+    assert Pix2PixSCConfig(label_channels=3).exemplar_roll is False
+    m0, obj0 = _objective()
+    m1, obj1 = _objective(exemplar_roll=True)
+    assert [p.shape for p in m0.parameters()] == [p.shape for p in m1.parameters()]
+    m1.load_state_dict(m0.state_dict())
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    _, _, v0 = obj0.generator_terms(b := _batch(), 7, gen())
+    total, terms, v1 = obj1.generator_terms(b, 7, gen())
+    assert not torch.allclose(v0["fake"], v1["fake"])           # G saw a moved exemplar
+    assert torch.equal(v1["exemplar"], b["exemplar"])           # D_SC judges (G, I) with I as given
+    m1.zero_grad()
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m1.parameters())
+    # inference (eval mode) is the plain G(x, I, F(I))
+    m1.eval()
+    args = (b["label"], b["exemplar"], b["exemplar_label"])
+    assert torch.equal(m1(*args), m0.eval()(*args))
+    # a checkpoint without the option (saved before it existed) loads with it off
+    save_checkpoint(tmp_path / "p.pt", m1)
+    payload = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert payload["model_config"]["exemplar_roll"] is True
+    payload["model_config"].pop("exemplar_roll")
+    torch.save(payload, tmp_path / "old.pt")
+    old, _ = load_generator(tmp_path / "old.pt")
+    assert old.cfg.exemplar_roll is False and torch.equal(old(*args), m1(*args))
+
+
+def test_exemplar_roll_trains_and_evaluates_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--model", "pix2pixsc", "--dataset", "synthetic-video", "--size", "32", "--batch-size", "2",
+            "--steps", "3", "--quiet", "--out", str(out), "--train-length", "8", "--num-classes", "4",
+            "--option", "width=4", "--option", "downsamples=2", "--option", "blocks=1", "--option", "exemplar_roll=true",
+            "--option", "disc_layers=2", "--disc-width", "4", "--allow-random-vgg",
+            "--data-option", "clips=4", "--data-option", "frames=6"]
+    assert cli.main(args) == 0
+    ck = str(out / "checkpoints" / "latest.pt")
+    _, payload = load_generator(ck)
+    assert payload["model_config"]["exemplar_roll"] is True
+    assert cli.main(["eval", "--checkpoint", ck, "--length", "4", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    assert "model" in json.loads((tmp_path / "e.json").read_text())["results"]
+
+
+def test_adaptive_l1_is_eq6_on_pixels_and_off_by_default():
+    from exsynth.models.pix2pixsc import adaptive_l1_loss
+    torch.manual_seed(0)
+    fake, photo = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    d = (fake - photo).abs()
+    want = 0.5 * (d[0].sum() + d[1].mean())        # consistent: sum (weight 1); inconsistent: mean (1/M)
+    torch.testing.assert_close(adaptive_l1_loss(fake, photo, torch.tensor([1.0, 0.0])), want)
+    assert Pix2PixSCObjective.default_weights["l1"] == 0.0            # the paper has no pixel term
+    m, obj = _objective()
+    _, terms, _ = obj.generator_terms(_batch(), 7, torch.Generator().manual_seed(0))
+    assert "l1" not in terms
+    cfg = TrainConfig(model="pix2pixsc", dataset="synthetic-video", size=32, num_classes=4, steps=8, disc_width=4,
+                      losses=dict(l1=10.0, sc=0.0), out="unused")
+    torch.manual_seed(0)
+    m = Pix2PixSC(Pix2PixSCConfig(**TINY))
+    obj = Pix2PixSCObjective(m, cfg.loss_weights(), "pair", cfg)
+    assert obj.vgg is None                                           # no VGG needed without L_SC
+    total, terms, _ = obj.generator_terms(_batch(), 7, torch.Generator().manual_seed(0))
+    assert set(terms) == {"adv", "sc_adv", "l1"}
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
