@@ -3,9 +3,10 @@ the synthetic test split: `python -m bench.class_blind_bound [--size 64] [--clas
 [--length 200] [--out FILE.json]`.
 
 Every synthetic sample draws a fresh style (a colour and texture per class) and an exemplar of
-another layout, so a model that sees neither the input's classes (SEGIN on the edge view) nor
-the exemplar's labels (pix2pixSC's F(I)) cannot know which of the exemplar's class appearances
-goes where. Under a uniform prior over the classes the exemplar shows, its best estimate in
+another layout, so a model that cannot pair the input's regions with the exemplar's by class
+(SEGIN on the edge view: the input shows no classes, the exemplar no labels) cannot know which
+of the exemplar's class appearances goes where. (pix2pixSC is not bound by it: its F(I) is the
+exemplar's label map, and it sees the input's.) Under a uniform prior over the classes the exemplar shows, its best estimate in
 mean squared error is, per pixel, the mean over those classes of the style's texture there
 (the textures are known exactly here, which no model has). Its PSNR bounds such a model's
 expected score from above, up to what region shapes and sizes give away (classes are drawn
