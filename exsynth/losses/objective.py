@@ -91,7 +91,13 @@ class Objective:
             return {}
         c = self.cfg
         return {"discriminator": MultiscalePatchDiscriminator(
-            c.num_classes, 3, width=c.disc_width, n_layers=c.disc_layers, num_scales=c.disc_scales)}
+            c.num_classes, 3, width=c.disc_width, n_layers=c.disc_layers, num_scales=c.disc_scales,
+            **self.discriminator_options())}
+
+    def discriminator_options(self) -> Dict[str, Any]:
+        """Keyword arguments of the default discriminator (its padding, an attention block);
+        default: MultiscalePatchDiscriminator's own."""
+        return {}
 
     def optimizer_groups(self) -> Dict[str, Tuple[List[nn.Parameter], str]]:
         """Checkpoint key of each optimiser -> (its parameters, role "g" or "d")."""

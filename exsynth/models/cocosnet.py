@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from .. import ops
 from ..losses.objective import Objective
-from ..nn.blocks import MultiscalePatchDiscriminator, NonLocalBlock, SPADEResBlock, maybe_spectral_norm
+from ..nn.blocks import NonLocalBlock, SPADEResBlock, maybe_spectral_norm
 from ..registry import ModelSpec, register_model
 from ..visuals import coordinate_image
 
@@ -578,13 +578,11 @@ class CoCosNetObjective(Objective):
     gan_feat_sum_layers = True
     ddp_find_unused_parameters = False  # every step runs both adaptors and the whole translation net
 
+    def discriminator_options(self):
+        return dict(padding=self.model.cfg.disc_padding, attention=self.model.cfg.disc_attention)
+
     def build_discriminators(self):
-        if not any(self.on(k) for k in self.gan_losses):
-            return {}
-        c, m = self.cfg, self.model.cfg
-        discriminators = {"discriminator": MultiscalePatchDiscriminator(
-            c.num_classes, 3, width=c.disc_width, n_layers=c.disc_layers, num_scales=c.disc_scales,
-            padding=m.disc_padding, attention=m.disc_attention)}
+        discriminators = super().build_discriminators()
         for d in discriminators.values():  # the code initialises its discriminator as its generator
             init_weights(d, self.model.cfg.init, self.model.cfg.init_gain)
         return discriminators
@@ -680,15 +678,19 @@ CODE_ARCHITECTURE = dict(
 )
 
 # The README's training runs: 256 px, batchSize 32, Adam with TTUR (G 1e-4, D 4e-4, betas (0, 0.9),
-# the generator's eps 1e-3 as create_optimizers sets it),
-# niter epochs at a constant rate then niter_decay (= niter in every command) decaying to 0, lowered
-# at each epoch's end, the multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
+# the generator's eps 1e-3 as create_optimizers sets it), niter epochs at a constant rate then
+# niter_decay (= niter in every command) decaying to 0, lowered at each epoch's end, the
+# multi-scale discriminator with 4 layers at 2 scales; logs, images and checkpoints at its
 # print_freq 100, display_freq 2000, save_latest_freq 5000 iterations.
 _CODE_TRAINING = dict(
     model="cocosnet", size=256, batch_size=32, lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), eps_g=1e-3, lr_decay_steps=0.5,
     lr_decay_per="epoch",
     disc_width=64, disc_layers=4, disc_scales=2, log_every=100, image_every=2000, checkpoint_every=5000,
 )
+
+
+# the loaders' references (real_reference_probability 0.7, hard 0.2), flips and bicubic photos
+_CODE_DATA = dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True, resample="bicubic")
 
 
 def _code_losses(fm_ratio: float, weight_perceptual: float, warp_cycle_w: float = 0.0, warp_self_w: float = 0.0,
@@ -707,8 +709,7 @@ PRESETS = {
     # epoch 90's: `exsynth convert --epoch 90`)
     "cocosnet-ade20k": dict(
         _CODE_TRAINING, dataset="ade20k", epochs=200, mask_warmup_steps=150 / 200,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
-                          resample="bicubic"),
+        data_options=dict(_CODE_DATA),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, noise_for_mask=True, perceptual_layer="relu5_2"),
         losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
     ),
@@ -718,8 +719,7 @@ PRESETS = {
     # (the README's first ADE20k model, released as latest: synthesis takes the exemplar's mask)
     "cocosnet-ade20k-mask": dict(
         _CODE_TRAINING, dataset="ade20k", epochs=200,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
-                          resample="bicubic"),
+        data_options=dict(_CODE_DATA),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, perceptual_layer="relu5_2"),
         losses=_code_losses(fm_ratio=0.1, weight_perceptual=0.01, weight_mask=100.0),
     ),
@@ -731,8 +731,7 @@ PRESETS = {
     # command leaves it at 3, which would not load that checkpoint)
     "cocosnet-celebahq": dict(
         _CODE_TRAINING, dataset="celebahq", epochs=60,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
-                          resample="bicubic"),
+        data_options=dict(_CODE_DATA),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=0.1, weight_mask=100.0),
@@ -743,8 +742,7 @@ PRESETS = {
     # with the test command's --adaptor_kernel 4 (the released model)
     "cocosnet-celebahq-edge": dict(
         _CODE_TRAINING, dataset="celebahq-edge", epochs=60,
-        data_options=dict(real_reference_probability=0.7, hard_reference_probability=0.2, flip=True,
-                          resample="bicubic"),
+        data_options=dict(_CODE_DATA),
         model_options=dict(CODE_ARCHITECTURE, maskmix=True, warp_upsample="bilinear", adaptor_kernel=4,
                            perceptual_layer="relu4_2"),
         losses=_code_losses(fm_ratio=1.0, weight_perceptual=0.001, warp_cycle_w=1.0),

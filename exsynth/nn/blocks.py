@@ -94,8 +94,9 @@ def unscaled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     """softmax(q k^T) v for (B, N, d) q, (B, M, d) k, (B, M, dv) v, without the 1/sqrt(d) scale,
     through F.scaled_dot_product_attention. Its fused CPU kernel (no N x M matrix kept, forward
     or backward) needs one head size for q, k and v, so q and k are zero-padded to dv (same
-    logits), and contiguous rows: at 128x128 positions, 4,096 keys, d 32, dv 128 the math path kept a 256 MiB matrix,
-    the fused one 12 MiB, and ran forward + backward in 0.88 s against 1.25."""
+    logits), and contiguous rows: at 128x128 positions, 4,096 keys, d 32, dv 128 the math path
+    kept a 256 MiB matrix, the fused one 12 MiB, and ran forward + backward in 0.88 s against
+    1.25."""
     d, dv = q.shape[-1], v.shape[-1]
     if d < dv:
         q, k = F.pad(q, (0, dv - d)), F.pad(k, (0, dv - d))

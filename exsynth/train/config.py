@@ -227,15 +227,22 @@ class TrainConfig:
             return None
         return round(w * self.steps) if 0 < w < 1 else int(w)
 
+    def epoch_length_needed_by(self) -> Optional[str]:
+        """What needs the training set's length in batches ("epochs N" or "lr_decay_per
+        'epoch'"); None: nothing does."""
+        if self.epochs is not None:
+            return f"epochs {self.epochs}"
+        return "lr_decay_per 'epoch'" if self.lr_decay_per == "epoch" else None
+
     def resolve_epochs(self, train_samples: int) -> "TrainConfig":
         """This config with `epochs` turned into `steps` for a training set of this many
         samples (epochs x full batches per epoch) and `steps_per_epoch` set; itself when
-        neither epochs nor an lr_decay_per of "epoch" needs the epoch's length."""
-        if self.epochs is None and self.lr_decay_per != "epoch":
+        nothing needs the epoch's length (`epoch_length_needed_by`)."""
+        what = self.epoch_length_needed_by()
+        if what is None:
             return self
         per_epoch = int(train_samples) // self.batch_size
         if per_epoch < 1:
-            what = f"epochs {self.epochs}" if self.epochs is not None else "lr_decay_per 'epoch'"
             raise ValueError(f"{what}: the training set has {train_samples} samples, fewer than "
                              f"one batch of {self.batch_size}; lower --batch-size or give --steps")
         if self.epochs is None:

@@ -168,9 +168,9 @@ class Trainer:
                              f"baseline needs supervision 'pair' or 'pseudo'")
         torch.manual_seed(cfg.seed)
         self.dataset = make_dataset(cfg, ctx=self.ctx)
-        if cfg.epochs is not None or cfg.lr_decay_per == "epoch":  # passes over this training set
+        what = cfg.epoch_length_needed_by()
+        if what is not None:  # passes over this training set
             if isinstance(self.dataset, IterableDataset):
-                what = f"epochs {cfg.epochs}" if cfg.epochs is not None else "lr_decay_per 'epoch'"
                 raise ValueError(f"{what}: the {cfg.source_name()} data source streams samples and "
                                  f"has no length to count epochs by; give --steps (and lr_decay_per 'step') instead")
             self.cfg = cfg = cfg.resolve_epochs(len(self.dataset))
