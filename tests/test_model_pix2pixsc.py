@@ -381,3 +381,53 @@ def test_adaptive_l1_is_eq6_on_pixels_and_off_by_default():
     assert set(terms) == {"adv", "sc_adv", "l1"}
     total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_region_style_map_matches_hand_computation():
+    from exsynth.models.pix2pixsc import region_style_map
+    K, S = 3, 4
+    ex_idx = torch.tensor([[0, 0, 1, 1]] * 2 + [[1, 1, 1, 1]] * 2)       # class 2 absent from I
+    x_idx = torch.tensor([[2, 2, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [0, 2, 1, 0]])
+    oh = lambda t: torch.nn.functional.one_hot(t, K).permute(2, 0, 1)[None].float()  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    ex = torch.rand(1, 3, S, S, generator=g) * 2 - 1
+    got = region_style_map(oh(x_idx), ex, oh(ex_idx), "mean_std")
+    assert got.shape == (1, 7, S, S)
+    for y in range(S):
+        for x in range(S):
+            c = int(x_idx[y, x])
+            sel = ex[0][:, ex_idx == c]                                      # (3, n) pixels of class c in I
+            if sel.shape[1] == 0:
+                want = torch.zeros(7)
+            else:
+                want = torch.cat([sel.mean(1), torch.ones(1), sel.std(1, unbiased=False)])
+            torch.testing.assert_close(got[0, :, y, x], want, rtol=1e-5, atol=1e-6)
+    mean_only = region_style_map(oh(x_idx), ex, oh(ex_idx), "mean")
+    torch.testing.assert_close(mean_only, got[:, :4])
+    # gradients reach the exemplar through the pooled colours
+    exg = ex.clone().requires_grad_(True)
+    region_style_map(oh(x_idx), exg, oh(ex_idx), "mean_std").sum().backward()
+    assert torch.isfinite(exg.grad).all() and exg.grad.abs().sum() > 0
+
+
+def test_region_style_option_feeds_g_and_is_off_by_default():
+    assert Pix2PixSCConfig(label_channels=3).region_style == "none"
+    for name, extra in (("none", 0), ("mean", 4), ("mean_std", 7)):
+        m = Pix2PixSC(Pix2PixSCConfig(region_style=name, **{k: v for k, v in TINY.items() if "layers" not in k}))
+        assert m.generator.net[1].in_channels == 2 * 4 + 3 + extra
+    with pytest.raises(ValueError, match=r"region_style must be one of .*got 'median'"):
+        Pix2PixSCConfig(label_channels=3, region_style="median")
+    with pytest.raises(ValueError, match="region_style='mean' .* needs exemplar_label=True, got False"):
+        Pix2PixSCConfig(label_channels=3, region_style="mean", exemplar_label=False)
+    # a finite output, and every weight of G trains with the pooled channels in its input
+    torch.manual_seed(0)
+    m = Pix2PixSC(Pix2PixSCConfig(region_style="mean", **{k: v for k, v in TINY.items() if "layers" not in k}))
+    b = _batch()
+    m.eval()
+    with torch.no_grad():
+        out = m(b["label"], b["exemplar"], b["exemplar_label"])
+    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
+    params = [p for p in m.parameters()]
+    m.train()
+    m(b["label"], b["exemplar"], b["exemplar_label"]).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params if p.dim() > 1)

@@ -45,8 +45,10 @@ from ..nn.blocks import PatchDiscriminator, ReflectResBlock
 from ..registry import ModelSpec, register_model
 
 __all__ = ["Pix2PixSCConfig", "GlobalGenerator", "Pix2PixSC", "Pix2PixSCObjective", "semantic_consistency_loss",
-           "adaptive_l1_loss", "roll_exemplar", "style_discriminator", "style_discrimination", "PRESETS"]
+           "adaptive_l1_loss", "roll_exemplar", "region_style_map", "style_discriminator", "style_discrimination",
+           "PRESETS"]
 
+_REGION_STYLE_CHANNELS = {"none": 0, "mean": 4, "mean_std": 7}
 _HD_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
 
 
@@ -86,6 +88,16 @@ class Pix2PixSCConfig:
         13.50; the test split 12.42 -> 13.00 dB, still below class means (13.24); at the
         preset's 3000 steps 12.50 (off: 12.63), G painting the style it memorised for the
         input's training clip instead. It removes the copying, not the gap.
+    region_style: a departure from the paper ("none": the exemplar enters by concatenation
+        alone). "mean": G also gets, at each pixel of x, the exemplar's mean colour over the
+        pixels F(I) gives that pixel's class, and a channel saying whether the class occurs in
+        I at all (0 and colour 0 where it does not): region-wise average pooling of the
+        exemplar, as SEAN's and SMIS's per-region style codes, here on the pixels. "mean_std"
+        adds the per-class standard deviation (3 more channels). A concatenated exemplar
+        whose layout differs from x's makes the plain global generator find each class's
+        appearance across the image by itself, which it does not learn in the cpu64 time box
+        (see exemplar_roll); the pooled colours hand it over where x needs it. Needs
+        exemplar_label.
     """
 
     label_channels: int
@@ -101,6 +113,7 @@ class Pix2PixSCConfig:
     disc_layers: int = 4
     sc_adv_schedule: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (0.25, 1.0))
     exemplar_roll: bool = False
+    region_style: str = "none"
 
     def __post_init__(self):
         if self.label_channels < 1 or self.width < 1 or self.blocks < 0:
@@ -124,6 +137,12 @@ class Pix2PixSCConfig:
             raise ValueError(f"pix2pixSC: sc_adv_schedule must start at fraction 0 and increase, got "
                              f"{self.sc_adv_schedule}")
         self.sc_adv_schedule = sched
+        if self.region_style not in _REGION_STYLE_CHANNELS:
+            raise ValueError(f"pix2pixSC: region_style must be one of {tuple(_REGION_STYLE_CHANNELS)}, got "
+                             f"{self.region_style!r}")
+        if self.region_style != "none" and not self.exemplar_label:
+            raise ValueError(f"pix2pixSC: region_style={self.region_style!r} pools the exemplar by its label map: it "
+                             f"needs exemplar_label=True, got False")
 
     def sc_adv_multiplier(self, step: int, steps: int) -> float:
         f = step / max(int(steps), 1)
@@ -165,14 +184,38 @@ def _init_normal(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
 
 
+def region_style_map(label: torch.Tensor, exemplar: torch.Tensor, exemplar_label: torch.Tensor,
+                     stats: str = "mean") -> torch.Tensor:
+    """The exemplar pooled per class and painted onto x's layout (Pix2PixSCConfig.region_style).
+
+    label, exemplar_label: (B, K, H, W) label maps (one-hot or soft: a pixel's weights per class);
+    exemplar: (B, 3, H, W). Per class k, mu_k = sum F(I)_k I / sum F(I)_k (and sigma_k, the
+    weighted standard deviation, for "mean_std"); present_k = 1 where sum F(I)_k > 0.
+    Returns (B, 4 or 7, H, W): [sum_k x_k mu_k, sum_k x_k present_k(, sum_k x_k sigma_k)];
+    a class absent from I contributes zeros."""
+    lab, ex_lab = label.to(exemplar.dtype), exemplar_label.to(exemplar.dtype)
+    area = ex_lab.sum((2, 3))                                         # (B, K)
+    present = (area > 0).to(exemplar.dtype)
+    denom = area.clamp_min(torch.finfo(exemplar.dtype).tiny)
+    mean = torch.einsum("bkhw,bchw->bkc", ex_lab, exemplar) / denom[..., None]          # (B, K, 3)
+    parts = [mean, present[..., None]]
+    if stats == "mean_std":
+        second = torch.einsum("bkhw,bchw->bkc", ex_lab, exemplar * exemplar) / denom[..., None]
+        # the floor keeps sqrt's gradient finite for a flat or absent class (1e-6 off at most)
+        parts.append((second - mean * mean).clamp_min(1e-12).sqrt())
+    per_class = torch.cat(parts, -1) * present[..., None]               # (B, K, C)
+    return torch.einsum("bkhw,bkc->bchw", lab, per_class)
+
+
 class Pix2PixSC(nn.Module):
-    """G(x, I, F(I)) = GlobalGenerator([x, F(I), I])."""
+    """G(x, I, F(I)) = GlobalGenerator([x, F(I), I(, region style of I on x)])."""
 
     def __init__(self, cfg: Pix2PixSCConfig):
         super().__init__()
         self.cfg = cfg
         k = cfg.label_channels
-        self.generator = GlobalGenerator(k * (2 if cfg.exemplar_label else 1) + 3, 3, cfg.width, cfg.downsamples,
+        self.generator = GlobalGenerator(k * (2 if cfg.exemplar_label else 1) + 3
+                                         + _REGION_STYLE_CHANNELS[cfg.region_style], 3, cfg.width, cfg.downsamples,
                                          cfg.blocks, cfg.max_width)
         _init_normal(self.generator)
 
@@ -192,6 +235,8 @@ class Pix2PixSC(nn.Module):
                                  f"{None if exemplar_label is None else tuple(exemplar_label.shape)}")
             parts.append(exemplar_label.to(exemplar.dtype))
         parts.append(exemplar)
+        if self.cfg.region_style != "none":
+            parts.append(region_style_map(label, exemplar, exemplar_label, self.cfg.region_style))
         return self.generator(torch.cat(parts, 1))
 
 
