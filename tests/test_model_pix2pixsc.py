@@ -419,6 +419,32 @@ def test_region_style_option_feeds_g_and_is_off_by_default():
         Pix2PixSCConfig(label_channels=3, region_style="median")
     with pytest.raises(ValueError, match="region_style='mean' .* needs exemplar_label=True, got False"):
         Pix2PixSCConfig(label_channels=3, region_style="mean", exemplar_label=False)
+    with pytest.raises(ValueError, match="region_style_skip .* needs region_style 'mean' or 'mean_std', got 'none'"):
+        Pix2PixSCConfig(label_channels=3, region_style_skip=True)
+    # the skip: the pooled map enters the last conv too, after the last instance norm
+    tiny = {k: v for k, v in TINY.items() if "layers" not in k}
+    skip = Pix2PixSC(Pix2PixSCConfig(region_style="mean_std", region_style_skip=True, **tiny))
+    assert skip.generator.net[1].in_channels == 2 * 4 + 3 + 7 and skip.generator.net[-2].in_channels == 4 + 7
+    b = _batch()
+    out = skip(b["label"], b["exemplar"], b["exemplar_label"])
+    assert out.shape == (2, 3, 32, 32)
+    # with every weight of the generator's body zeroed, the output is still a function of the
+    # exemplar's pooled colours: they reach the last conv past the instance norms
+    with torch.no_grad():
+        for p in skip.generator.net[:-3].parameters():
+            p.zero_()
+    recoloured = b["exemplar"].flip(1)
+    a0 = skip(b["label"], b["exemplar"], b["exemplar_label"])
+    a1 = skip(b["label"], recoloured, b["exemplar_label"])
+    assert not torch.allclose(a0, a1)
+    plain = Pix2PixSC(Pix2PixSCConfig(region_style="mean_std", **tiny))
+    with torch.no_grad():
+        for p in plain.generator.net[:-3].parameters():
+            p.zero_()
+    torch.testing.assert_close(plain(b["label"], b["exemplar"], b["exemplar_label"]),
+                               plain(b["label"], recoloured, b["exemplar_label"]))
+    with pytest.raises(ValueError, match="skip must be given exactly when skip_channels > 0"):
+        skip.generator(torch.rand(1, 18, 32, 32))
     # a finite output, and every weight of G trains with the pooled channels in its input
     torch.manual_seed(0)
     m = Pix2PixSC(Pix2PixSCConfig(region_style="mean", **{k: v for k, v in TINY.items() if "layers" not in k}))
