@@ -1,7 +1,8 @@
 """EGSC-IT: AdaIN variants against hand-computed cases, the feature mask's bounds, the layout,
 gradients per stage (none into F_A / F_B in stage 2), one step, the schedule, checkpoint
-round trips across the stage switch, bad input, the MNIST-Single protocol's rules on generated
-digits, the skimage-variant SSIM, and train / synthesize / eval through the CLI."""
+round trips across the stage switch, bad input, the shared stage-1 F (shared_features), the
+MNIST-Single protocol's rules on generated digits, the skimage-variant SSIM, and train /
+synthesize / eval through the CLI."""
 import json
 import warnings
 
@@ -303,3 +304,87 @@ def test_translation_mask_comes_from_the_chosen_stage_one_network(mask_from):
     assert not torch.allclose(want_ab, other)
     with pytest.raises(ValueError, match="mask_from must be 'source' or 'target', got 'both'"):
         EGSCITConfig(mask_from="both")
+
+
+def test_shared_features_is_one_network_trained_by_both_domains_in_stage_one_only(tmp_path):
+    m, obj = _objective(steps=10, stage1=0.2, shared_features=True)
+    assert m.features["a"] is m.features["b"]
+    assert all(p is q for p, q in zip(m.features["a"].parameters(), m.features["b"].parameters()))
+    assert m.vae_decoders["a"] is not m.vae_decoders["b"]            # per-domain decoders and Ds stay
+    assert not any(n.startswith("features.b.") for n, _ in m.named_parameters())
+    # the same state dict keys as two networks (the two names hold the same tensors)
+    sep = EGSCIT(EGSCITConfig(**TINY))
+    assert m.state_dict().keys() == sep.state_dict().keys()
+    sd = m.state_dict()
+    assert all(sd[k].data_ptr() == sd[k.replace("features.a.", "features.b.")].data_ptr()
+               for k in sd if k.startswith("features.a."))
+    # stage 1: domain B's reconstruction alone trains the F that also reads x_A
+    b = _batch()
+    out = m(b["label"], b["exemplar"], stage=1, gen=torch.Generator().manual_seed(0))
+    torch.nn.functional.l1_loss(out["recon_b"], b["exemplar"]).backward()
+    assert set(_grads(m)) == {n for n, _ in m.named_parameters() if n.startswith(("features.", "vae_decoders.b."))}
+    m.zero_grad()
+    # stage 2: no gradient reaches the (frozen) shared F; everything else of stage 2 trains
+    total, terms, vis = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    total.backward()
+    assert set(_grads(m)) == {n for n, _ in m.named_parameters() if not n.startswith(("features.", "vae_decoders."))}
+    # translations read the mask and the statistics from the one F
+    m.eval()
+    xa, xb = b["label"], b["exemplar"]
+    with torch.no_grad():
+        f = m.features["a"]
+        torch.testing.assert_close(m(xa, xb, "a2b"), m.decode(m.encode(xa, "a"), "b", f(xa), f(xb)), rtol=0, atol=0)
+        torch.testing.assert_close(m(xb, xa, "b2a"), m.decode(m.encode(xb, "b"), "a", f(xb), f(xa)), rtol=0, atol=0)
+    # checkpoints: the sharing survives a round trip; a two-network state dict is refused, while a
+    # shared one loads into two networks as two equal copies
+    save_checkpoint(str(tmp_path / "s.pt"), m)
+    m2, payload = load_generator(str(tmp_path / "s.pt"))
+    assert m2.cfg.shared_features and m2.features["a"] is m2.features["b"]
+    torch.testing.assert_close(m2(xa, xb, "a2b"), m(xa, xb, "a2b"), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="shared_features is on but the state dict's F_A and F_B differ"):
+        EGSCIT(EGSCITConfig(**TINY, shared_features=True)).load_state_dict(sep.state_dict())
+    sep.load_state_dict(m.state_dict())
+    assert all(torch.equal(p, q) for p, q in zip(sep.features["a"].parameters(), sep.features["b"].parameters()))
+    with pytest.raises(ValueError, match="shared_features must be True or False, got 'yes'"):
+        EGSCITConfig(shared_features="yes")
+    with pytest.raises(ValueError, match="mask_from='target' needs two feature networks; with shared_features"):
+        EGSCITConfig(shared_features=True, mask_from="target")
+
+
+def test_shared_features_trains_through_the_cli(tmp_path, capsys):
+    args = ["train", "--model", "egscit", "--dataset", "synthetic-domains", "--size", "16", "--batch-size", "2",
+            "--quiet", "--train-length", "8", "--allow-random-vgg", "--disc-width", "4", "--steps", "3",
+            "--out", str(tmp_path / "s")] + \
+        [a for k, v in TINY.items() if k != "vgg_layers" for a in ("--option", f"{k}={v}")] + \
+        ["--option", "stage1=2", "--option", "shared_features=true"]
+    assert cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
+    m, _ = load_generator(str(tmp_path / "s" / "checkpoints" / "latest.pt"))
+    assert m.cfg.shared_features and m.features["a"] is m.features["b"]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_cycle_mask_from_the_translation_is_differentiable_in_it_but_not_in_f(shared):
+    m, obj = _objective(steps=10, stage1=0.2, shared_features=shared, cycle_mask="translation")
+    b = _batch()
+    xa, xb = b["label"], b["exemplar"]
+    # the cycle's mask is F(x_AB) (F_B's with two networks, mask_from 'source'); statistics stay F_A(x_A)
+    m.eval()
+    with torch.no_grad():
+        out = m(xa, xb, stage=2)
+        fa, fb = m.features["a"](xa), m.features["b"](xb)
+        torch.testing.assert_close(out["x_aba"], m.decode(out["z_aba"], "a", m.features["b"](out["x_ab"]), fa),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(out["x_bab"], m.decode(out["z_bab"], "b", m.features["a"](out["x_ba"]), fb),
+                                   rtol=0, atol=0)
+        assert not torch.allclose(out["x_aba"], m.decode(out["z_aba"], "a", fa, fa))
+    m.train()
+    # gradients reach the translated image through F, never F's weights
+    x = xa.clone().requires_grad_(True)
+    m._frozen_features("a", x).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and not _grads(m.features)
+    total, terms, vis = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    total.backward()
+    assert set(_grads(m)) == {n for n, _ in m.named_parameters() if not n.startswith(("features.", "vae_decoders."))}
+    with pytest.raises(ValueError, match="cycle_mask must be 'original' or 'translation', got 'x_ab'"):
+        EGSCITConfig(cycle_mask="x_ab")

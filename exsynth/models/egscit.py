@@ -69,6 +69,43 @@ class EGSCITConfig:
         egscit-mnist-single, 2,500 steps on 2 threads (558 s), 1,000 test pairs: A->B / B->A
         SSIM 7x7 0.519 / 0.334, colour 86.7 %, A->B fg IoU 0.140, against "source"'s 0.518 /
         0.365, 87.1 %, 0.093: no gain, so the preset keeps the paper's.
+    shared_features: one stage-1 feature network F for both domains (a departure; the paper
+        trains F_A and F_B apart). In stage 1 F encodes x_A and x_B alike; each domain keeps its
+        own VAE decoder and discriminator, so stage 1's per-domain reconstruction objective is
+        unchanged and only the feature space is common. A mask from F(x_A) and AdaIN statistics
+        from F(x_B) then live in one channel space, so G_B meets at test time masks of the same
+        network it is trained with (which makes mask_from moot: "target" is refused). The
+        state dict keeps both keys features.a.* and features.b.* (the same tensors), so
+        checkpoints load either way; a checkpoint whose F_A and F_B differ does not load into a
+        shared model. Measured on egscit-mnist-single, 2,500 steps on one thread (974 s), 1,000
+        test pairs: A->B / B->A SSIM 7x7 0.483 / 0.436, colour 86.8 % / 88.0 %, fg IoU 0.173 /
+        0.404, against the paper's 0.518 / 0.365, 87.1 %, 0.093 (A->B's blank-canvas floor
+        0.514): more digit, and B->A gains, but A->B drops below the floor; with lr 3e-4 (910 s)
+        0.476 / 0.411, 84.9 % / 86.0 %, IoU 0.368 / 0.450, against two networks' 0.468 / 0.387,
+        84.0 %, 0.362 at 3e-4: a little better, still short. One F does not make the masks
+        readable across domains: the sign of each F channel on the digit follows the colour
+        scheme (per-channel correlation with the digit, channel 0: -0.79 for a white A digit,
+        +0.84 for a black one, -0.72 to +0.14 over B's foreground colours), so a mask
+        highlights the digit or its background depending on the image's colours, and G_B
+        decoding z_B(GT_AB) still drew the digit at IoU 0.63 under
+        F(GT_AB)'s mask against 0.23 under F(x_A)'s (0.92 / 0.40 at lr 3e-4). The preset keeps
+        the paper's two networks.
+    cycle_mask: the mask of the cycle's way back (x_AB -> x_ABA). "original" (the code): that of
+        the original image, F_A(x_A), which hands G_A x_A's shape whatever x_AB holds (the
+        cycle reconstructs x_A from a blank canvas, see below); "translation" (a departure): the
+        translation's own, F(x_AB) (the network mask_from names for a B -> A translation),
+        computed with F's weights frozen but differentiable in x_AB, so the cycle can recover
+        the digit's shape only through x_AB, and each G_X also meets masks of the other
+        domain's images. AdaIN's statistics stay the original's. Measured with shared_features
+        on egscit-mnist-single (2,500 steps, one thread, 1,038 s, 1,000 pairs): 0.458 / 0.387,
+        colour 85.3 % / 85.1 %, IoU 0.165 / 0.387: no gain. It did make G_B indifferent to the
+        mask (z_B(GT_AB) decoded at IoU 0.476 under F(GT_AB)'s mask, 0.471 under F(x_A)'s),
+        but G_B draws the digit from z_B(GT_AB), not from z_A(x_A) (IoU 0.160 under either
+        mask): what is left is that E_A's code is not one G_B reads (UNIT's latent is not shared
+        in practice here). With lr 3e-4 too (1,016 s): 0.403 / 0.261, 82.1 % / 81.1 %, IoU
+        0.287 / 0.299, worse; there G_B reads either mask (z_B(GT_AB) at IoU 0.928 under
+        F(GT_AB)'s, 0.909 under F(x_A)'s) and x_AB's 0.301 equals a zero code's 0.327: G_B
+        ignores z_A. The preset keeps "original".
     use_adain: apply AdaIN (False: "w/o AdaIN").
     test_noise: add z's N(0, 1) noise at test time too (the code); False: the mean.
     disc_width, disc_layers: each D_X's first width and stride-2 convs (the code's n_dis 4).
@@ -98,7 +135,9 @@ class EGSCITConfig:
     reconstructs x_A to L1 0.052, from x_AB 0.046. Only the GAN and the perceptual terms ask
     x_AB for a digit. (The latent noise is not the cause: x_AA with and without z's noise, L1
     0.020 / 0.019; the encoder keeps the digit.) At lr 3e-4 after 2,500 steps the gap stays:
-    IoU 0.93 under F_B(GT_AB)'s mask, 0.31 under F_A(x_A)'s.
+    IoU 0.93 under F_B(GT_AB)'s mask, 0.31 under F_A(x_A)'s. One F for both domains
+    (shared_features) does not close the gap: the sign of its channels on the digit follows the
+    image's colours, so channel order was not the whole cause.
     """
 
     label_channels: int = 3
@@ -110,6 +149,8 @@ class EGSCITConfig:
     adain: str = "standard"
     feature_mask: bool = True
     mask_from: str = "source"
+    shared_features: bool = False
+    cycle_mask: str = "original"
     use_adain: bool = True
     test_noise: bool = False
     disc_width: int = 64
@@ -125,6 +166,13 @@ class EGSCITConfig:
             raise ValueError(f"EGSC-IT: label_channels and width must be >= 1, got {self.label_channels}, {self.width}")
         if self.mask_from not in ("source", "target"):
             raise ValueError(f"EGSC-IT: mask_from must be 'source' or 'target', got {self.mask_from!r}")
+        if self.cycle_mask not in ("original", "translation"):
+            raise ValueError(f"EGSC-IT: cycle_mask must be 'original' or 'translation', got {self.cycle_mask!r}")
+        if not isinstance(self.shared_features, bool):
+            raise ValueError(f"EGSC-IT: shared_features must be True or False, got {self.shared_features!r}")
+        if self.shared_features and self.mask_from != "source":
+            raise ValueError(f"EGSC-IT: mask_from={self.mask_from!r} needs two feature networks; with "
+                             f"shared_features one F reads both domains, so leave mask_from 'source'")
         if not 0 <= self.downsamples <= 5:
             raise ValueError(f"EGSC-IT: downsamples must be 0..5, got {self.downsamples}")
         if self.gen_blocks < 1 or self.enc_blocks < 1:
@@ -251,8 +299,8 @@ class EGSCITDiscriminator(nn.Module):
 class EGSCIT(nn.Module):
     """forward(x, exemplar, direction="a2b"): x of the source domain translated into the
     exemplar's domain with its style. Submodules: encoders (E_A, E_B), shared_encoder,
-    shared_generator, generators (G_A, G_B), and the stage-1 networks: features (F_A, F_B)
-    and vae_decoders."""
+    shared_generator, generators (G_A, G_B), and the stage-1 networks: features (F_A, F_B;
+    one module under both names with shared_features) and vae_decoders."""
 
     def __init__(self, cfg: EGSCITConfig):
         super().__init__()
@@ -262,9 +310,27 @@ class EGSCIT(nn.Module):
         self.shared_encoder = _ResBlock(ch)
         self.shared_generator = _ResBlock(ch)
         self.generators = nn.ModuleDict({d: _decoder_tail(cfg) for d in "ab"})
-        self.features = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
+        if cfg.shared_features:       # one F under both names: the same parameters, the same keys
+            f = _encoder(cfg)
+            self.features = nn.ModuleDict({"a": f, "b": f})
+            self._register_load_state_dict_pre_hook(self._check_shared_features)
+        else:
+            self.features = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
         self.vae_decoders = nn.ModuleDict({d: nn.Sequential(_ResBlock(ch), _decoder_tail(cfg)) for d in "ab"})
         _init_truncated(self)
+
+    @staticmethod
+    def _check_shared_features(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                               error_msgs):
+        """With shared_features, features.a.* and features.b.* are one tensor each: refuse a state
+        dict in which they differ (F_A and F_B trained apart) instead of silently keeping F_B."""
+        head = prefix + "features.a."
+        differ = [k[len(head):] for k, v in state_dict.items() if k.startswith(head)
+                  and prefix + "features.b." + k[len(head):] in state_dict
+                  and not torch.equal(v, state_dict[prefix + "features.b." + k[len(head):]])]
+        if differ:
+            error_msgs.append(f"EGSC-IT: shared_features is on but the state dict's F_A and F_B differ "
+                              f"(e.g. features.a/b.{differ[0]}): it was trained with shared_features False")
 
     # the pieces (domains "a", "b")
     def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -290,6 +356,11 @@ class EGSCIT(nn.Module):
     def decode(self, z: torch.Tensor, domain: str, source_f: torch.Tensor, exemplar_f: torch.Tensor) -> torch.Tensor:
         """G_X: the shared generator block, the mask and AdaIN, then G_X's own blocks."""
         return self.generators[domain](self.condition(self.shared_generator(z), source_f, exemplar_f))
+
+    def _frozen_features(self, domain: str, x: torch.Tensor) -> torch.Tensor:
+        """F_X(x) differentiable in x but not in F_X's weights (frozen in stage 2)."""
+        f = self.features[domain]
+        return torch.func.functional_call(f, {n: p.detach() for n, p in f.named_parameters()}, (x,))
 
     def _mask_net(self, src: str, dst: str) -> str:
         return dst if self.cfg.mask_from == "target" else src
@@ -317,7 +388,8 @@ class EGSCIT(nn.Module):
         return self.decode(self.sample(self.encode(x, src)), dst, fs, fe)
 
     def _stage1(self, xa, xb, gen):
-        """Two independent VAE-GANs: F_X, z = f + noise, the VAE decoder."""
+        """Two VAE-GANs (independent, or on one F with shared_features): F_X, z = f + noise, the
+        VAE decoder."""
         fa, fb = self.features["a"](xa), self.features["b"](xb)
         za, zb = self.sample(fa, gen), self.sample(fb, gen)
         return dict(za=za, zb=zb, recon_a=self.vae_decoders["a"](za), recon_b=self.vae_decoders["b"](zb))
@@ -336,9 +408,14 @@ class EGSCIT(nn.Module):
                    x_ab=self.decode(za, "b", ma, fb), x_ba=self.decode(zb, "a", mb, fa))
         out["z_aba"] = self.sample(self.encode(out["x_ab"], "b"), gen)
         out["z_bab"] = self.sample(self.encode(out["x_ba"], "a"), gen)
-        # the cycle: mask and statistics both from the original image's F
-        out["x_aba"] = self.decode(out["z_aba"], "a", fa, fa)
-        out["x_bab"] = self.decode(out["z_bab"], "b", fb, fb)
+        # the cycle: statistics from the original image's F, the mask from it too (the code) or
+        # from the translation (cycle_mask "translation")
+        ca, cb = fa, fb
+        if self.cfg.cycle_mask == "translation":
+            ca = self._frozen_features(self._mask_net("b", "a"), out["x_ab"])
+            cb = self._frozen_features(self._mask_net("a", "b"), out["x_ba"])
+        out["x_aba"] = self.decode(out["z_aba"], "a", ca, fa)
+        out["x_bab"] = self.decode(out["z_bab"], "b", cb, fb)
         return out
 
 
