@@ -157,6 +157,21 @@ def test_dali_resized_geometry_matches_labels(tmp_path):
         assert torch.equal(s["label_index"], lab[idx][:, idx])
 
 
+def test_dali_frames_at_the_training_size_skip_the_resize_unchanged(clipset, monkeypatch):
+    # clips already S x S skip DALI's resize (as the PyAV reader skips its own): the same samples,
+    # to the value, as through the resize at scale 1
+    from exsynth.video.dali_reader import DaliVideoPairs
+    keys = ("photo", "consistent", "inconsistent")
+    assert not _dali(clipset)._resize_needed()
+    skipped = list(_dali(clipset, length=6))
+    monkeypatch.setattr(DaliVideoPairs, "_resize_needed", lambda self: True)
+    resized = list(_dali(clipset, length=6))
+    for a, b in zip(skipped, resized):
+        assert (a["clip"], a["frame"], a["consistent_frame"]) == (b["clip"], b["frame"], b["consistent_frame"])
+        for k in keys:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
 def test_dali_shards_split_sequences_between_ranks(tmp_path):
     # 4 clips x 3 sequences of 5 frames (every 5): in one epoch the two ranks read disjoint
     # halves of the 12 sequences (DALI shards the sequence list), together all of them

@@ -114,6 +114,12 @@ class DaliVideoPairs(IterableDataset):
 
     # -- pipeline ------------------------------------------------------------------------------
 
+    def _resize_needed(self) -> bool:
+        """False when every clip is already a size x size square (written at the training size):
+        the pipeline then skips the resize, as the PyAV reader does; at 256 px it is three
+        full-frame resamples per pair that change nothing."""
+        return any((c.height, c.width) != (self.size, self.size) for c in self.clips)
+
     def _pipeline(self, shard_id: int, num_shards: int, seed: int, order_seed: int):
         from nvidia.dali import fn, pipeline_def, types
         import nvidia.dali.math as dmath
@@ -124,7 +130,12 @@ class DaliVideoPairs(IterableDataset):
         gpu = self.device == "gpu"
         device_id = torch.cuda.current_device() if gpu else None
 
+        as_is = not self._resize_needed()
+
         def square(frames):
+            if as_is:   # (the stacked frames carry no layout until the resize sets one)
+                return fn.crop_mirror_normalize(fn.reshape(frames, layout="FHWC"), dtype=types.FLOAT, mean=[127.5],
+                                                std=[127.5], output_layout="FCHW")
             # the centred square as a relative region of interest: resized once, no rounded crop
             shape = frames.shape(dtype=types.FLOAT)
             h, w = shape[1], shape[2]
