@@ -126,6 +126,9 @@ class EGSCITConfig:
     0.518 / 0.365, 87.1 %, 0.093: it draws far more of the digit, often in a mixed or wrong
     colour or as an outline, which SSIM scores below no digit (per-image SSIM std 0.36 / 0.58).
     feature_mask False at 1e-4 over 2,500 steps likewise: 0.475 / 0.389, 86.8 %, IoU 0.249.
+    A stronger content term on the random VGG (2,500 steps, one thread each, ~855 s): --loss
+    content=100 (10x) 0.507 / 0.361, 86.9 %, IoU 0.141; content=1000 0.445 / 0.357, 79.0 %,
+    0.231: it does not carry the digit over either.
     Why the digit comes out faint: each G_X learns to read the shape from the mask of its own
     F_X, since the reconstruction and the cycle always pair G_X with F_X's mask (the cycle with
     that of the original image), while F_A and F_B, trained apart, order their channels
