@@ -388,3 +388,24 @@ def test_cycle_mask_from_the_translation_is_differentiable_in_it_but_not_in_f(sh
     assert set(_grads(m)) == {n for n, _ in m.named_parameters() if not n.startswith(("features.", "vae_decoders."))}
     with pytest.raises(ValueError, match="cycle_mask must be 'original' or 'translation', got 'x_ab'"):
         EGSCITConfig(cycle_mask="x_ab")
+
+
+def test_latent_reconstruction_term_is_off_by_default_and_matches_its_definition():
+    m, obj = _objective(steps=10, stage1=0.2)
+    assert obj.weights["latent"] == 0.0
+    _, terms, _ = obj.generator_terms(_batch(), 5, torch.Generator().manual_seed(0))
+    assert "latent" not in terms
+    cfg = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=10, allow_random_vgg=True,
+                      disc_width=4, losses=dict(latent=10.0))
+    obj = EGSCITObjective(m, cfg.loss_weights(), "unpaired", cfg)
+    b = _batch()
+    total, terms, _ = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    # |E_B(x_AB) - E_A(x_A)| + |E_A(x_BA) - E_B(x_B)| on the codes' means, from the same forward pass
+    out = m(b["label"], b["exemplar"], stage=2, gen=torch.Generator().manual_seed(0))
+    want = (torch.nn.functional.l1_loss(m.encode(out["x_ab"], "b"), m.encode(b["label"], "a"))
+            + torch.nn.functional.l1_loss(m.encode(out["x_ba"], "a"), m.encode(b["exemplar"], "b")))
+    torch.testing.assert_close(terms["latent"], want)
+    m.zero_grad()
+    (10.0 * terms["latent"]).backward()
+    assert any(n.startswith("encoders.a.") for n in _grads(m)) and any(n.startswith("generators.b.") for n in _grads(m))
+    assert not _grads(m.features)
