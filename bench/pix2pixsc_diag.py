@@ -30,6 +30,7 @@ from exsynth.checkpoint import load_generator
 from exsynth.data.synthetic_video import SyntheticVideoDataset, SyntheticVideoOptions
 from exsynth.evaluate import class_mean_colours
 from exsynth.metrics import psnr
+from exsynth.models.pix2pixsc import region_style_map
 
 
 def _samples(ds, n, mode):
@@ -55,14 +56,12 @@ def references(opts: SyntheticVideoOptions, size: int, k: int, n: int) -> dict:
     train = SyntheticVideoDataset(size, k, length=500, split="train", seed=0, options=opts)
     means = class_mean_colours(train, 500)
     cross, same = _stack(_samples(test, n, "cross")), _stack(_samples(test, n, "same"))
-    ex_lab = cross["exemplar_label"].argmax(1)
-    oracle = torch.zeros_like(cross["image"])
-    for b in range(n):
-        for c in range(k):
-            m = ex_lab[b] == c
-            colour = cross["exemplar"][b][:, m].mean(1) if m.any() else means[c]
-            oracle[b][:, cross["label_index"][b] == c] = colour[:, None]
-    return {"class_means": _mean_psnr(means[cross["label_index"]].permute(0, 3, 1, 2), cross["image"]),
+    # the exemplar's class means painted on x (pix2pixSC's region_style "mean"); classes the
+    # exemplar lacks take the training split's class mean
+    pooled = region_style_map(cross["label"], cross["exemplar"], cross["exemplar_label"], "mean")
+    blind = means[cross["label_index"]].permute(0, 3, 1, 2)
+    oracle = torch.where(pooled[:, 3:] > 0, pooled[:, :3], blind)
+    return {"class_means": _mean_psnr(blind, cross["image"]),
             "raw_exemplar_cross_clip": _mean_psnr(cross["exemplar"], cross["image"]),
             "raw_exemplar_same_clip": _mean_psnr(same["exemplar"], same["image"]),
             "oracle_exemplar_class_means": _mean_psnr(oracle, cross["image"])}

@@ -404,6 +404,8 @@ def test_region_style_map_matches_hand_computation():
             torch.testing.assert_close(got[0, :, y, x], want, rtol=1e-5, atol=1e-6)
     mean_only = region_style_map(oh(x_idx), ex, oh(ex_idx), "mean")
     torch.testing.assert_close(mean_only, got[:, :4])
+    with pytest.raises(ValueError, match="stats must be 'mean' or 'mean_std', got 'median'"):
+        region_style_map(oh(x_idx), ex, oh(ex_idx), "median")
     # gradients reach the exemplar through the pooled colours
     exg = ex.clone().requires_grad_(True)
     region_style_map(oh(x_idx), exg, oh(ex_idx), "mean_std").sum().backward()

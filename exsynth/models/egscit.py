@@ -409,7 +409,8 @@ class EGSCIT(nn.Module):
             with torch.no_grad():
                 ma, mb = self.features["b"](xa), self.features["a"](xb)
         out = dict(za=za, zb=zb, mu_a=mu_a, mu_b=mu_b, x_aa=self.decode(za, "a", fa, fa),
-                   x_bb=self.decode(zb, "b", fb, fb), x_ab=self.decode(za, "b", ma, fb), x_ba=self.decode(zb, "a", mb, fa))
+                   x_bb=self.decode(zb, "b", fb, fb), x_ab=self.decode(za, "b", ma, fb),
+                   x_ba=self.decode(zb, "a", mb, fa))
         out["mu_aba"], out["mu_bab"] = self.encode(out["x_ab"], "b"), self.encode(out["x_ba"], "a")
         out["z_aba"] = self.sample(out["mu_aba"], gen)
         out["z_bab"] = self.sample(out["mu_bab"], gen)

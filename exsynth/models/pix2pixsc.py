@@ -217,6 +217,8 @@ def region_style_map(label: torch.Tensor, exemplar: torch.Tensor, exemplar_label
     weighted standard deviation, for "mean_std"); present_k = 1 where sum F(I)_k > 0.
     Returns (B, 4 or 7, H, W): [sum_k x_k mu_k, sum_k x_k present_k(, sum_k x_k sigma_k)];
     a class absent from I contributes zeros."""
+    if stats not in ("mean", "mean_std"):
+        raise ValueError(f"region_style_map: stats must be 'mean' or 'mean_std', got {stats!r}")
     lab, ex_lab = label.to(exemplar.dtype), exemplar_label.to(exemplar.dtype)
     area = ex_lab.sum((2, 3))                                         # (B, K)
     present = (area > 0).to(exemplar.dtype)
