@@ -341,7 +341,7 @@ def test_shared_features_is_one_network_trained_by_both_domains_in_stage_one_onl
     m2, payload = load_generator(str(tmp_path / "s.pt"))
     assert m2.cfg.shared_features and m2.features["a"] is m2.features["b"]
     torch.testing.assert_close(m2(xa, xb, "a2b"), m(xa, xb, "a2b"), rtol=0, atol=0)
-    with pytest.raises(RuntimeError, match="shared_features is on but the state dict's F_A and F_B differ"):
+    with pytest.raises(RuntimeError, match="shared_features is on but the state dict.s features.a and features.b differ"):
         EGSCIT(EGSCITConfig(**TINY, shared_features=True)).load_state_dict(sep.state_dict())
     sep.load_state_dict(m.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(sep.features["a"].parameters(), sep.features["b"].parameters()))
@@ -351,16 +351,50 @@ def test_shared_features_is_one_network_trained_by_both_domains_in_stage_one_onl
         EGSCITConfig(shared_features=True, mask_from="target")
 
 
-def test_shared_features_trains_through_the_cli(tmp_path, capsys):
+def test_shared_autoencoder_is_one_encoder_and_one_generator_for_both_domains(tmp_path):
+    m, obj = _objective(steps=10, stage1=0.2, shared_autoencoder=True, shared_features=True)
+    assert m.encoders["a"] is m.encoders["b"] and m.generators["a"] is m.generators["b"]
+    assert m.vae_decoders["a"] is not m.vae_decoders["b"]             # stage 1's decoders stay per domain
+    assert not any(n.startswith(("encoders.b.", "generators.b.")) for n, _ in m.named_parameters())
+    assert m.state_dict().keys() == EGSCIT(EGSCITConfig(**TINY)).state_dict().keys()
+    # domain B's within-domain reconstruction alone trains the encoder and generator that translate A
+    b = _batch()
+    out = m(b["label"], b["exemplar"], stage=2, gen=torch.Generator().manual_seed(0))
+    torch.nn.functional.l1_loss(out["x_bb"], b["exemplar"]).backward()
+    g = set(_grads(m))
+    assert {n for n, _ in m.named_parameters() if n.startswith(("encoders.a.", "generators.a."))} <= g
+    # the domain of a translation is only its exemplar's: a2b and b2a run the same networks
+    m.eval()
+    xa, xb = b["label"], b["exemplar"]
+    with torch.no_grad():
+        f = m.features["a"]
+        torch.testing.assert_close(m(xa, xb, "a2b"), m(xa, xb, "b2a"), rtol=0, atol=0)
+        torch.testing.assert_close(m(xa, xb, "a2b"), m.decode(m.encode(xa, "b"), "a", f(xa), f(xb)), rtol=0, atol=0)
+    # checkpoints keep the sharing; a state dict with two different encoders is refused
+    save_checkpoint(str(tmp_path / "s.pt"), m)
+    m2, _ = load_generator(str(tmp_path / "s.pt"))
+    assert m2.cfg.shared_autoencoder and m2.encoders["a"] is m2.encoders["b"]
+    torch.testing.assert_close(m2(xa, xb, "a2b"), m(xa, xb, "a2b"), rtol=0, atol=0)
+    sep = EGSCIT(EGSCITConfig(**TINY, shared_features=True))
+    with pytest.raises(RuntimeError, match="shared_autoencoder is on but the state dict.s encoders.a and encoders.b "
+                                           "differ"):
+        EGSCIT(EGSCITConfig(**TINY, shared_features=True, shared_autoencoder=True)).load_state_dict(sep.state_dict())
+    with pytest.raises(ValueError, match="shared_autoencoder must be True or False, got 1"):
+        EGSCITConfig(shared_autoencoder=1)
+
+
+@pytest.mark.parametrize("option", ["shared_features", "shared_autoencoder"])
+def test_shared_networks_train_through_the_cli(tmp_path, capsys, option):
     args = ["train", "--model", "egscit", "--dataset", "synthetic-domains", "--size", "16", "--batch-size", "2",
             "--quiet", "--train-length", "8", "--allow-random-vgg", "--disc-width", "4", "--steps", "3",
             "--out", str(tmp_path / "s")] + \
         [a for k, v in TINY.items() if k != "vgg_layers" for a in ("--option", f"{k}={v}")] + \
-        ["--option", "stage1=2", "--option", "shared_features=true"]
+        ["--option", "stage1=2", "--option", f"{option}=true"]
     assert cli.main(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
     m, _ = load_generator(str(tmp_path / "s" / "checkpoints" / "latest.pt"))
-    assert m.cfg.shared_features and m.features["a"] is m.features["b"]
+    nets = m.features if option == "shared_features" else m.generators
+    assert getattr(m.cfg, option) and nets["a"] is nets["b"]
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -409,3 +443,80 @@ def test_latent_reconstruction_term_is_off_by_default_and_matches_its_definition
     (10.0 * terms["latent"]).backward()
     assert any(n.startswith("encoders.a.") for n in _grads(m)) and any(n.startswith("generators.b.") for n in _grads(m))
     assert not _grads(m.features)
+
+
+def test_latent_adversarial_term_trains_the_encoders_against_a_code_discriminator():
+    m, obj = _objective(steps=10, stage1=0.2)
+    assert obj.weights["latent_adv"] == 0.0 and "d2_latent" not in obj.discriminators
+    cfg = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=10, allow_random_vgg=True,
+                      disc_width=4, losses=dict(latent_adv=1.0))
+    obj = EGSCITObjective(m, cfg.loss_weights(), "unpaired", cfg)
+    d = obj.discriminators["d2_latent"]
+    obj.set_phase("g")
+    b = _batch()
+    total, terms, vis = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    # the encoders ask D_latent for 1/2 on both domains' codes (the means, before the noise)
+    mu_a, mu_b = m.encode(b["label"], "a"), m.encode(b["exemplar"], "b")
+    want = (d(mu_a) - 0.5).square().mean() + (d(mu_b) - 0.5).square().mean()
+    torch.testing.assert_close(terms["latent_adv"], want)
+    m.zero_grad()
+    terms["latent_adv"].backward()
+    g = set(_grads(m))
+    assert g and all(n.startswith(("encoders.", "shared_encoder.")) for n in g)
+    assert any(n.startswith("encoders.a.") for n in g) and any(n.startswith("encoders.b.") for n in g)
+    # D_latent learns A's codes as 1 and B's as 0, from detached codes
+    obj.set_phase("d")
+    d_total, d_terms = obj.discriminator_terms(vis, 5)
+    want_d = 0.5 * ((d(mu_a) - 1).square().mean() + d(mu_b).square().mean())
+    torch.testing.assert_close(d_terms["latent"], want_d)
+    m.zero_grad()
+    d_total.backward()
+    assert not _grads(m) and all(p.grad is not None for p in d.parameters())
+    # with the image GAN off, stage 1 has no discriminator step and stage 2 still trains D_latent
+    cfg = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=10, allow_random_vgg=True,
+                      disc_width=4, losses=dict(adv=0.0, latent_adv=1.0))
+    obj = EGSCITObjective(m, cfg.loss_weights(), "unpaired", cfg)
+    assert set(obj.discriminators) == {"d2_latent"}
+    assert not obj.discriminator_step(0) and obj.discriminator_step(2)
+
+
+def test_random_colour_affine_recolours_and_keeps_the_regions():
+    from exsynth.models.egscit import random_colour_affine
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(4, 1, 28, 28, generator=g) > 0.7
+    fg, bg = torch.rand(4, 3, 1, 1, generator=g) * 2 - 1, torch.rand(4, 3, 1, 1, generator=g) * 2 - 1
+    x = torch.where(mask, fg, bg)                                   # two-colour images, as MNIST-Single's
+    y = random_colour_affine(x, torch.Generator().manual_seed(1))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    torch.testing.assert_close(y.amin((1, 2, 3)), -torch.ones(4))
+    torch.testing.assert_close(y.amax((1, 2, 3)), torch.ones(4))
+    for i in range(4):           # still two colours, on the same pixels
+        m = mask[i, 0]
+        on, off = y[i][:, m], y[i][:, ~m]
+        assert (on - on[:, :1]).abs().max() < 1e-5 and (off - off[:, :1]).abs().max() < 1e-5
+        assert (on[:, 0] - off[:, 0]).abs().max() > 1e-2
+    torch.testing.assert_close(y, random_colour_affine(x, torch.Generator().manual_seed(1)), rtol=0, atol=0)
+    assert not torch.allclose(y, random_colour_affine(x, torch.Generator().manual_seed(2)))
+
+
+def test_colour_invariance_term_compares_codes_of_the_image_and_its_recolouring():
+    from exsynth.models.egscit import random_colour_affine
+    m, _ = _objective(steps=10, stage1=0.2)
+    cfg = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=10, allow_random_vgg=True,
+                      disc_width=4, losses=dict(colour_invariance=10.0))
+    obj = EGSCITObjective(m, cfg.loss_weights(), "unpaired", cfg)
+    b = _batch()
+    total, terms, _ = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    # the same draws as the objective's forward: the stage-2 pass, then the two recolourings
+    gen = torch.Generator().manual_seed(0)
+    out = m(b["label"], b["exemplar"], stage=2, gen=gen)
+    ya, yb = random_colour_affine(b["label"], gen), random_colour_affine(b["exemplar"], gen)
+    want = (torch.nn.functional.l1_loss(m.encode(ya, "a"), m.encode(b["label"], "a"))
+            + torch.nn.functional.l1_loss(m.encode(yb, "b"), m.encode(b["exemplar"], "b")))
+    torch.testing.assert_close(terms["colour_invariance"], want)
+    m.zero_grad()
+    terms["colour_invariance"].backward()
+    g = set(_grads(m))
+    assert g and all(n.startswith(("encoders.", "shared_encoder.")) for n in g)
+    _, terms, _ = obj.generator_terms(b, 1, torch.Generator().manual_seed(0))      # stage 1: not there
+    assert "colour_invariance" not in terms

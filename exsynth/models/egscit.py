@@ -38,7 +38,8 @@ from ..losses.objective import Objective
 from ..nn.blocks import ReflectResBlock
 from ..registry import ModelSpec, register_model
 
-__all__ = ["EGSCITConfig", "EGSCIT", "EGSCITObjective", "EGSCITDiscriminator", "adain", "feature_mask", "PRESETS"]
+__all__ = ["EGSCITConfig", "EGSCIT", "EGSCITObjective", "EGSCITDiscriminator", "EGSCITLatentDiscriminator", "adain",
+           "feature_mask", "PRESETS"]
 
 _VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 _EPS = 1e-5
@@ -154,6 +155,7 @@ class EGSCITConfig:
     mask_from: str = "source"
     shared_features: bool = False
     cycle_mask: str = "original"
+    shared_autoencoder: bool = False
     use_adain: bool = True
     test_noise: bool = False
     disc_width: int = 64
@@ -171,8 +173,9 @@ class EGSCITConfig:
             raise ValueError(f"EGSC-IT: mask_from must be 'source' or 'target', got {self.mask_from!r}")
         if self.cycle_mask not in ("original", "translation"):
             raise ValueError(f"EGSC-IT: cycle_mask must be 'original' or 'translation', got {self.cycle_mask!r}")
-        if not isinstance(self.shared_features, bool):
-            raise ValueError(f"EGSC-IT: shared_features must be True or False, got {self.shared_features!r}")
+        for name in ("shared_features", "shared_autoencoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EGSC-IT: {name} must be True or False, got {getattr(self, name)!r}")
         if self.shared_features and self.mask_from != "source":
             raise ValueError(f"EGSC-IT: mask_from={self.mask_from!r} needs two feature networks; with "
                              f"shared_features one F reads both domains, so leave mask_from 'source'")
@@ -266,6 +269,18 @@ def feature_mask(source_features: torch.Tensor, eta: float = 0.5) -> torch.Tenso
     return (1.0 - eta) * torch.sigmoid(source_features) + eta
 
 
+def random_colour_affine(x: torch.Tensor, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    """x (B, 3, H, W) in [-1, 1] recoloured per image: M x + t with M's entries N(0, 1) and t
+    U(-1, 1) (channel mixes, inversions, any two-colour scheme into any other), then stretched
+    back onto [-1, 1] by the image's own min and max."""
+    b, c = x.shape[:2]
+    m = torch.randn(b, c, c, generator=gen).to(x)
+    t = (torch.rand(b, c, 1, generator=gen) * 2 - 1).to(x)
+    y = (m @ x.flatten(2) + t)
+    lo, hi = y.amin((1, 2), keepdim=True), y.amax((1, 2), keepdim=True)
+    return (2 * (y - lo) / (hi - lo).clamp_min(1e-6) - 1).view_as(x)
+
+
 class _SameConv(nn.Conv2d):
     """A strided conv with TensorFlow's 'SAME' padding (output side ceil(H / stride))."""
 
@@ -297,6 +312,20 @@ class EGSCITDiscriminator(nn.Module):
         return self.net(x)
 
 
+class EGSCITLatentDiscriminator(nn.Module):
+    """DRIT's content discriminator (Lee et al. 2018) on the code mu: which domain's encoder
+    made it. Two 'SAME' conv3 s2 + LReLU, then conv1 -> 1 (LSGAN), one logit per position."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(_SameConv(channels, width, 3, 2), nn.LeakyReLU(0.2),
+                                 _SameConv(width, 2 * width, 3, 2), nn.LeakyReLU(0.2), nn.Conv2d(2 * width, 1, 1))
+        _init_truncated(self)
+
+    def forward(self, mu):
+        return self.net(mu)
+
+
 # ---- 1.-3. the translator -------------------------------------------------------------------
 
 class EGSCIT(nn.Module):
@@ -309,31 +338,38 @@ class EGSCIT(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.width * 2 ** cfg.downsamples
-        self.encoders = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
+        # a shared network sits under both domain names: the same parameters, the same keys
+        self.encoders = self._per_domain(_encoder, cfg, cfg.shared_autoencoder)
         self.shared_encoder = _ResBlock(ch)
         self.shared_generator = _ResBlock(ch)
-        self.generators = nn.ModuleDict({d: _decoder_tail(cfg) for d in "ab"})
-        if cfg.shared_features:       # one F under both names: the same parameters, the same keys
-            f = _encoder(cfg)
-            self.features = nn.ModuleDict({"a": f, "b": f})
-            self._register_load_state_dict_pre_hook(self._check_shared_features)
-        else:
-            self.features = nn.ModuleDict({d: _encoder(cfg) for d in "ab"})
+        self.generators = self._per_domain(_decoder_tail, cfg, cfg.shared_autoencoder)
+        self.features = self._per_domain(_encoder, cfg, cfg.shared_features)
+        if cfg.shared_features or cfg.shared_autoencoder:
+            self._register_load_state_dict_pre_hook(self._check_shared)
         self.vae_decoders = nn.ModuleDict({d: nn.Sequential(_ResBlock(ch), _decoder_tail(cfg)) for d in "ab"})
         _init_truncated(self)
 
     @staticmethod
-    def _check_shared_features(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                               error_msgs):
-        """With shared_features, features.a.* and features.b.* are one tensor each: refuse a state
-        dict in which they differ (F_A and F_B trained apart) instead of silently keeping F_B."""
-        head = prefix + "features.a."
-        differ = [k[len(head):] for k, v in state_dict.items() if k.startswith(head)
-                  and prefix + "features.b." + k[len(head):] in state_dict
-                  and not torch.equal(v, state_dict[prefix + "features.b." + k[len(head):]])]
-        if differ:
-            error_msgs.append(f"EGSC-IT: shared_features is on but the state dict's F_A and F_B differ "
-                              f"(e.g. features.a/b.{differ[0]}): it was trained with shared_features False")
+    def _per_domain(build, cfg: EGSCITConfig, shared: bool) -> nn.ModuleDict:
+        if shared:
+            net = build(cfg)
+            return nn.ModuleDict({"a": net, "b": net})
+        return nn.ModuleDict({d: build(cfg) for d in "ab"})
+
+    def _check_shared(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        """A shared network's a.* and b.* keys are one tensor each: refuse a state dict in which
+        they differ (trained apart) instead of silently keeping the b.* copy."""
+        for name, option in (("features", "shared_features"), ("encoders", "shared_autoencoder"),
+                             ("generators", "shared_autoencoder")):
+            if not getattr(self.cfg, option):
+                continue
+            head, other = f"{prefix}{name}.a.", f"{prefix}{name}.b."
+            differ = [k[len(head):] for k, v in state_dict.items() if k.startswith(head)
+                      and other + k[len(head):] in state_dict
+                      and not torch.equal(v, state_dict[other + k[len(head):]])]
+            if differ:
+                error_msgs.append(f"EGSC-IT: {option} is on but the state dict's {name}.a and {name}.b differ "
+                                  f"(e.g. {name}.a/b.{differ[0]}): it was trained with {option} False")
 
     # the pieces (domains "a", "b")
     def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -375,12 +411,13 @@ class EGSCIT(nn.Module):
                              f"{m}, got {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor, exemplar: torch.Tensor, direction: str = "a2b", *,
-                stage: Optional[int] = None, gen: Optional[torch.Generator] = None):
+                stage: Optional[int] = None, gen: Optional[torch.Generator] = None, recolour: bool = False):
         """The translation of x into the exemplar's domain; with `stage` (training, x = x_A and
         exemplar = x_B), a dict of everything that stage's losses read (one call, so that
-        DistributedDataParallel sees one forward)."""
+        DistributedDataParallel sees one forward; `recolour` adds the codes of both images in
+        random colours, for the colour_invariance term)."""
         if stage is not None:
-            return self._stage1(x, exemplar, gen) if stage == 1 else self._stage2(x, exemplar, gen)
+            return self._stage1(x, exemplar, gen) if stage == 1 else self._stage2(x, exemplar, gen, recolour)
         if direction not in ("a2b", "b2a"):
             raise ValueError(f"EGSC-IT: direction must be 'a2b' or 'b2a', got {direction!r}")
         self.check(x, "the input")
@@ -397,7 +434,7 @@ class EGSCIT(nn.Module):
         za, zb = self.sample(fa, gen), self.sample(fb, gen)
         return dict(za=za, zb=zb, recon_a=self.vae_decoders["a"](za), recon_b=self.vae_decoders["b"](zb))
 
-    def _stage2(self, xa, xb, gen):
+    def _stage2(self, xa, xb, gen, recolour=False):
         """Fig. 3: within-domain reconstructions, translations, and the cycle back, with the
         mask from the source's F and AdaIN statistics from the target-domain image's F."""
         with torch.no_grad():     # F_A, F_B are frozen in stage 2
@@ -422,6 +459,9 @@ class EGSCIT(nn.Module):
             cb = self._frozen_features(self._mask_net("a", "b"), out["x_ba"])
         out["x_aba"] = self.decode(out["z_aba"], "a", ca, fa)
         out["x_bab"] = self.decode(out["z_bab"], "b", cb, fb)
+        if recolour:
+            out["mu_a_recoloured"] = self.encode(random_colour_affine(xa, gen), "a")
+            out["mu_b_recoloured"] = self.encode(random_colour_affine(xb, gen), "b")
         return out
 
 
@@ -457,19 +497,23 @@ class EGSCITObjective(Objective):
     0.063 / 0.033, against the paper's 0.518 / 0.365, 87.1 %: A->B above its blank-canvas floor
     (0.514) for the first time, B->A lower, the digit still faint (IoU); off in the presets."""
 
-    loss_names = ("adv", "kl", "recon", "kl_cycle", "cycle", "style", "content", "latent")
+    loss_names = ("adv", "kl", "recon", "kl_cycle", "cycle", "style", "content", "latent", "latent_adv",
+                  "colour_invariance")
     default_weights = dict(adv=10.0, kl=0.1, recon=100.0, kl_cycle=0.1, cycle=100.0, style=1e3, content=1e1,
-                           latent=0.0)
+                           latent=0.0, latent_adv=0.0, colour_invariance=0.0)
     vgg_losses = ("style", "content")
     gan_losses = ("adv",)
     ddp_find_unused_parameters = True     # one stage's networks are idle in the other
 
     def build_discriminators(self):
-        if not self.on("adv"):
-            return {}
         m = self.model.cfg
-        return {f"{stage}_{d}": EGSCITDiscriminator(m.disc_width, m.disc_layers)
-                for stage in ("d1", "d2") for d in "ab"}
+        ds = {}
+        if self.on("adv"):
+            ds.update({f"{stage}_{d}": EGSCITDiscriminator(m.disc_width, m.disc_layers)
+                       for stage in ("d1", "d2") for d in "ab"})
+        if self.on("latent_adv"):
+            ds["d2_latent"] = EGSCITLatentDiscriminator(m.width * 2 ** m.downsamples, m.disc_width)
+        return ds
 
     def stage(self, step: int) -> int:
         return 1 if step < self.model.cfg.stage1_steps(self.cfg.steps) else 2
@@ -484,14 +528,14 @@ class EGSCITObjective(Objective):
     def discriminator_step(self, step: int) -> bool:
         """Stage 1: every step; stage 2: one D step per g_steps G steps (the code's G_update)."""
         if self.stage(step) == 1:
-            return True
+            return "d1_a" in self.discriminators    # none there when only latent_adv is on
         return (step - self.model.cfg.stage1_steps(self.cfg.steps)) % self.model.cfg.g_steps == 0
 
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         xa, xb = batch["label"], batch["exemplar"]
         m = self.model.cfg
         stage = self.stage(step)
-        out = self.G(xa, xb, stage=stage, gen=gen)
+        out = self.G(xa, xb, stage=stage, gen=gen, recolour=stage == 2 and self.on("colour_invariance"))
         terms: Dict[str, torch.Tensor] = {}
         if stage == 1:
             if self.on("adv"):
@@ -516,6 +560,12 @@ class EGSCITObjective(Objective):
             terms["cycle"] = F.l1_loss(out["x_aba"], xa) + F.l1_loss(out["x_bab"], xb)
         if self.on("latent"):
             terms["latent"] = F.l1_loss(out["mu_aba"], out["mu_a"]) + F.l1_loss(out["mu_bab"], out["mu_b"])
+        if self.on("colour_invariance"):   # the code of x and of x in random colours: one code
+            terms["colour_invariance"] = (F.l1_loss(out["mu_a_recoloured"], out["mu_a"])
+                                          + F.l1_loss(out["mu_b_recoloured"], out["mu_b"]))
+        if self.on("latent_adv"):     # DRIT: the encoders make D_latent answer 1/2 for either domain's code
+            d = self.D("d2_latent")
+            terms["latent_adv"] = (d(out["mu_a"]) - 0.5).square().mean() + (d(out["mu_b"]) - 0.5).square().mean()
         if self.vgg is not None and (self.on("style") or self.on("content")):
             layers, l2 = m.vgg_layers, m.vgg_l2_normalize
             with torch.no_grad():
@@ -529,17 +579,25 @@ class EGSCITObjective(Objective):
                 terms["style"] = sum(F.l1_loss(_gram(pab[l]), _gram(pb[l])) + F.l1_loss(_gram(pba[l]), _gram(pa[l]))
                                      for l in layers)
         visuals = dict(label=xa, exemplar=xb, fake=out["x_ab"], image=batch.get("image", xa), fake_a=out["x_ba"],
-                       fake_b=out["x_ab"], stage=2)
+                       fake_b=out["x_ab"], stage=2, mu_a=out["mu_a"], mu_b=out["mu_b"])
         return self.total(terms), terms, visuals
 
     def discriminator_terms(self, visuals, step: int):
         xa, xb = visuals["label"], visuals["exemplar"]
         fake_a, fake_b = visuals["fake_a"], visuals["fake_b"]
         da, db = ("d1_a", "d1_b") if visuals["stage"] == 1 else ("d2_a", "d2_b")
-        w = self.weights.get("adv", 10.0)
-        loss_a = 0.5 * (lsgan_loss(self.D(da)(xa), True) + lsgan_loss(self.D(da)(fake_a.detach()), False))
-        loss_b = 0.5 * (lsgan_loss(self.D(db)(xb), True) + lsgan_loss(self.D(db)(fake_b.detach()), False))
-        return w * (loss_a + loss_b), {"a": loss_a, "b": loss_b}
+        total, terms = 0.0, {}
+        if da in self.discriminators:
+            w = self.weights.get("adv", 10.0)
+            terms["a"] = 0.5 * (lsgan_loss(self.D(da)(xa), True) + lsgan_loss(self.D(da)(fake_a.detach()), False))
+            terms["b"] = 0.5 * (lsgan_loss(self.D(db)(xb), True) + lsgan_loss(self.D(db)(fake_b.detach()), False))
+            total = w * (terms["a"] + terms["b"])
+        if visuals["stage"] == 2 and "d2_latent" in self.discriminators:   # A's codes 1, B's 0
+            d = self.D("d2_latent")
+            terms["latent"] = 0.5 * (lsgan_loss(d(visuals["mu_a"].detach()), True)
+                                     + lsgan_loss(d(visuals["mu_b"].detach()), False))
+            total = total + terms["latent"]
+        return total, terms
 
 
 # ---- registry entry --------------------------------------------------------------------------------
