@@ -1,5 +1,5 @@
 """What an unpaired model can reach on `synthetic-domains` (the egscit-cpu64 task):
-`python -m bench.domains_oracles [--size 64] [--length 200] [--class-hues] [--out FILE.json]`.
+`python -m bench.domains_oracles [--size 64] [--length 200] [--out FILE.json]`.
 
 In domain B every class gets a random style and every layout a random background class and
 random shape classes, all drawn the same way for each class; so nothing in x_B says which of its
@@ -15,10 +15,12 @@ own labels:
   of a region's colour when the classes of x_B cannot be told apart; x_B's layout is read here
   only to find its regions);
 - correspondence: A's class-k region painted with x_B's class-k mean colour (needs x_B's class
-  labels, which an unpaired model never sees: what the +6 dB goal asks for);
-- hue_sectors (with --class-hues, the data option that draws class k's colour from the k-th hue
-  sector): the correspondence found without x_B's labels, each pixel of x_B assigned the class
-  of its hue's sector; an unpaired model can learn this rule.
+  labels, which an unpaired model never sees: what the +6 dB goal asks for).
+
+(Making B's classes visible, e.g. drawing class k's colour from its own hue sector, does not
+make the task identifiable for unpaired training: the losses cannot tell the GT's pairing of A's
+class k with B's class k from any other permutation. Class identity would have to show in the
+layouts of both domains.)
 """
 from __future__ import annotations
 
@@ -28,17 +30,17 @@ import sys
 
 import torch
 
-from exsynth.data.synthetic_domains import SyntheticDomainsDataset, SyntheticDomainsOptions, hue
+from exsynth.data.synthetic_domains import SyntheticDomainsDataset
 from exsynth.evaluate import class_mean_colours
 from exsynth.metrics import psnr
 
+from .common import environment
 
-def oracles(size: int = 64, length: int = 200, seed: int = 0, class_hues: bool = False):
-    opts = SyntheticDomainsOptions(class_hues=class_hues)
-    test = SyntheticDomainsDataset(size, length=length, split="test", seed=seed, options=opts)
-    means = class_mean_colours(SyntheticDomainsDataset(size, length=2000, split="train", seed=seed, options=opts))
-    names = ("class_mean", "exemplar_mean", "exchangeable", "correspondence") + (("hue_sectors",) if class_hues else ())
-    scores = {k: [] for k in names}
+
+def oracles(size: int = 64, length: int = 200, seed: int = 0):
+    test = SyntheticDomainsDataset(size, length=length, split="test", seed=seed)
+    means = class_mean_colours(SyntheticDomainsDataset(size, length=2000, split="train", seed=seed))
+    scores = {k: [] for k in ("class_mean", "exemplar_mean", "exchangeable", "correspondence")}
     for i in range(length):
         s = test[i]
         gt, xb = s["image"], s["exemplar"]
@@ -51,12 +53,6 @@ def oracles(size: int = 64, length: int = 200, seed: int = 0, class_hues: bool =
             exchangeable=torch.stack(list(colour.values())).mean(0)[:, None, None].expand_as(gt),
             correspondence=torch.stack([colour[int(k)] for k in la.flatten()], 1).view_as(gt),
         )
-        if class_hues:
-            guess = (hue(xb) * test.num_classes).long().clamp_max(test.num_classes - 1)
-            fallback = xb.mean((1, 2))
-            found = torch.stack([xb[:, guess == k].mean(1) if (guess == k).any() else fallback
-                                 for k in range(test.num_classes)])
-            outs["hue_sectors"] = found[la].permute(2, 0, 1)
         for k, v in outs.items():
             scores[k].append(float(psnr(v[None].float(), gt[None].float())))
     return {k: sum(v) / len(v) for k, v in scores.items()}
@@ -66,16 +62,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--length", type=int, default=200)
-    p.add_argument("--class-hues", action="store_true", help="the data option class_hues")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    res = oracles(a.size, a.length, class_hues=a.class_hues)
+    res = oracles(a.size, a.length)
     for k, v in res.items():
         print(f"{k:16s} {v:6.2f} dB  ({v - res['class_mean']:+.2f} over class_mean)")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump(dict(command=" ".join(["python -m bench.domains_oracles"] + (argv or sys.argv[1:])),
-                           size=a.size, length=a.length, class_hues=a.class_hues, psnr=res), f, indent=1)
+            cmd = " ".join(["python -m bench.domains_oracles"] + (argv or sys.argv[1:]))
+            env = {**environment(torch.device("cpu")), "command": cmd}
+            json.dump(dict(command=cmd, environment=env, size=a.size, length=a.length, psnr=res), f, indent=1)
     return 0
 
 

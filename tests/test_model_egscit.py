@@ -520,3 +520,55 @@ def test_colour_invariance_term_compares_codes_of_the_image_and_its_recolouring(
     assert g and all(n.startswith(("encoders.", "shared_encoder.")) for n in g)
     _, terms, _ = obj.generator_terms(b, 1, torch.Generator().manual_seed(0))      # stage 1: not there
     assert "colour_invariance" not in terms
+
+
+def test_region_colours_and_paint_are_region_wise_average_pooling():
+    from exsynth.models.egscit import paint_regions, region_colours
+    g = torch.Generator().manual_seed(0)
+    lab = torch.randint(0, 3, (2, 8, 8), generator=g)
+    regions = torch.nn.functional.one_hot(lab, 3).permute(0, 3, 1, 2).float()
+    img = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    cols = region_colours(regions, img)
+    for b in range(2):
+        for k in range(3):
+            torch.testing.assert_close(cols[b, k], img[b][:, lab[b] == k].mean(1), rtol=1e-5, atol=1e-5)
+    painted = paint_regions(regions, cols)
+    torch.testing.assert_close(painted, cols[torch.arange(2)[:, None, None], lab].permute(0, 3, 1, 2))
+    # soft regions: colours are weighted means, the paint a convex mix
+    soft = torch.softmax(torch.randn(2, 3, 8, 8, generator=g), 1)
+    w = soft.flatten(2)
+    torch.testing.assert_close(region_colours(soft, img), (w @ img.flatten(2).transpose(1, 2)) / w.sum(2, keepdim=True),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_region_style_paints_the_source_regions_in_the_exemplar_colours():
+    cfg = dict(TINY, shared_autoencoder=True, shared_features=True)
+    plain = EGSCIT(EGSCITConfig(**cfg))
+    assert not hasattr(plain, "segmenter")       # off: the paper's networks and keys
+    m, _ = _objective(steps=10, stage1=0.2, **cfg, region_style="mean", regions=3)
+    assert set(m.state_dict()) - set(plain.state_dict()) == {k for k in m.state_dict() if k.startswith("segmenter.")}
+    b = _batch()
+    xa, xb = b["label"], b["exemplar"]
+    m.eval()
+    with torch.no_grad():
+        s = m.segmenter(xa)
+        assert s.shape == (2, 3, 28, 28) and torch.allclose(s.sum(1), torch.ones(2, 28, 28))
+        f = m.features["a"]
+        painted = m.paint(m.segment(xa), m.segment(xb), xb)
+        want = m.decode(m.encode(xa, "a"), "b", f(xa), f(xb), painted)
+        torch.testing.assert_close(m(xa, xb, "a2b"), want, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="region_style is on, so decode needs `painted`"):
+            m.decode(m.encode(xa, "a"), "b", f(xa), f(xb))
+    # stage 2 trains S (and with colour_invariance S must give a recoloured image the same regions)
+    m.train()
+    cfg2 = TrainConfig(model="egscit", dataset="synthetic-domains", size=28, steps=10, allow_random_vgg=True,
+                       disc_width=4, losses=dict(colour_invariance=10.0))
+    obj = EGSCITObjective(m, cfg2.loss_weights(), "unpaired", cfg2)
+    total, terms, _ = obj.generator_terms(b, 5, torch.Generator().manual_seed(0))
+    m.zero_grad()
+    total.backward()
+    assert any(n.startswith("segmenter.") for n in _grads(m)) and not _grads(m.features)
+    with pytest.raises(ValueError, match="region_style must be 'none' or 'mean', got 'mean_std'"):
+        EGSCITConfig(region_style="mean_std")
+    with pytest.raises(ValueError, match="regions must be >= 2, got 1"):
+        EGSCITConfig(regions=1)

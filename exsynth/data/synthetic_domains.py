@@ -7,12 +7,13 @@ input), "exemplar" = x_B (another layout in style s, holding every class of x_A)
 GT_AB = x_A's layout rendered in s, "exemplar_label" = GT_BA = x_B's layout in the palette.
 An unpaired model reads only x_A and x_B.
 
-By default every class of domain B is styled alike, so nothing in x_B says which of its regions
-is class k and the unpaired task is not identifiable: the best an unpaired model can paint on
-each of A's regions is the same guess (`python -m bench.domains_oracles`: 0.3 dB over the
-exemplar-blind class means, against 13.3 dB for the per-class correspondence). `class_hues`
-draws class k's base colour from its own sector of the hue circle, so B's regions say their
-class, as MNIST-Single's foreground and background do by their areas.
+Every class of domain B is styled alike, and every layout draws its background class and its
+shapes' classes alike, so nothing in x_B says which of its regions is class k, and no unpaired
+signal (reconstruction, cycle, GAN, style) can prefer the GT's pairing of A's class k with B's
+class k over any other permutation: the task is not identifiable for an unpaired model. The best
+such a model can paint on each of A's regions is one guess for all of them: `python -m
+bench.domains_oracles` measures that at 0.3 dB over the exemplar-blind class means, against
+13.3 dB for painting each class with the exemplar's colour of that class.
 """
 from __future__ import annotations
 
@@ -25,11 +26,9 @@ from torch.utils.data import Dataset
 
 from ..imageio import palette
 from ..registry import DataSourceSpec, register_data_source
-from .synthetic import _COLOUR_MAX, TEXTURES, Style, SyntheticExemplarDataset, render
+from .synthetic import TEXTURES, Style, SyntheticExemplarDataset, render
 
-__all__ = ["SyntheticDomainsDataset", "SyntheticDomainsOptions", "palette_style", "class_hue_colours", "hue"]
-
-_STREAM_CLASS_HUES = 7    # a stream of the base dataset's seed tree that it does not use itself
+__all__ = ["SyntheticDomainsDataset", "SyntheticDomainsOptions", "palette_style"]
 
 
 def palette_style(num_classes: int) -> Style:
@@ -42,53 +41,20 @@ def palette_style(num_classes: int) -> Style:
                  noise_k=np.zeros((k, 1, 2)), noise_phase=np.zeros((k, 1)))
 
 
-def class_hue_colours(rng: np.random.Generator, num_classes: int) -> np.ndarray:
-    """(K, 3) base colours in [-_COLOUR_MAX, _COLOUR_MAX]: class k's hue uniform in the middle
-    60 % of the hue sector [k / K, (k + 1) / K), saturation and value uniform in [0.5, 1]."""
-    k = int(num_classes)
-    hue = (np.arange(k) + rng.uniform(0.2, 0.8, size=k)) / k
-    sat, val = rng.uniform(0.2, 1.0, size=k), rng.uniform(0.2, 1.0, size=k)
-    # HSV -> RGB (the standard hexcone formula)
-    h6 = hue * 6.0
-    i = np.floor(h6).astype(np.int64) % 6
-    f = h6 - np.floor(h6)
-    p, q, t = val * (1 - sat), val * (1 - sat * f), val * (1 - sat * (1 - f))
-    table = np.stack([np.stack(c, 1) for c in ((val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val),
-                                                (val, p, q))])          # (6, K, 3)
-    rgb = table[i, np.arange(k)]
-    return (rgb * 2.0 - 1.0) * _COLOUR_MAX
-
-
-def hue(x: torch.Tensor) -> torch.Tensor:
-    """(3, ...) RGB -> (...) hue in [0, 1) (hexcone); invariant to a common offset and a positive
-    scale of the channels, so it reads [-1, 1] pixels and base colours alike."""
-    r, g, b = x
-    mx, mn = x.max(0).values, x.min(0).values
-    d = (mx - mn).clamp_min(1e-8)
-    h = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
-    return h / 6
-
-
 @dataclass
 class SyntheticDomainsOptions:
     """Options of the synthetic-domains source.
 
     classes: layout classes (the palette's colours in domain A).
     textures: texture kinds of domain B's styles.
-    class_hues: draw each class's base colour in domain B from its own hue sector
-        (`class_hue_colours`), so x_B's regions say their class; False (the default): every
-        class drawn alike, which no unpaired model can map class by class (see the module doc).
     """
 
     classes: int = 6
     textures: tuple = TEXTURES
-    class_hues: bool = False
 
     def __post_init__(self):
         if int(self.classes) < 2:
             raise ValueError(f"synthetic-domains: classes must be >= 2, got {self.classes}")
-        if not isinstance(self.class_hues, bool):
-            raise ValueError(f"synthetic-domains: class_hues must be True or False, got {self.class_hues!r}")
 
 
 class SyntheticDomainsDataset(Dataset):
@@ -103,19 +69,8 @@ class SyntheticDomainsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def style_b(self, index) -> Style:
-        """Domain B's style of sample `index` (the base dataset's, with class_hues its colours)."""
-        style = self.base.style(index)
-        if self.opts.class_hues:
-            rng = self.base._rng(_STREAM_CLASS_HUES, self.base.style_id(index))
-            style = Style(**{**style.as_dict(), "colour": class_hue_colours(rng, self.num_classes)})
-        return style
-
     def __getitem__(self, index) -> Dict[str, object]:
         s = self.base[int(index)]
-        if self.opts.class_hues:
-            style = self.style_b(int(index))
-            s["exemplar"], s["image"] = render(s["exemplar_label_index"], style), render(s["label_index"], style)
         return {"label": render(s["label_index"], self.style_a), "exemplar": s["exemplar"], "image": s["image"],
                 "exemplar_label": render(s["exemplar_label_index"], self.style_a), "label_index": s["label_index"],
                 "index": int(index)}

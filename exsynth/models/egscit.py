@@ -156,6 +156,8 @@ class EGSCITConfig:
     shared_features: bool = False
     cycle_mask: str = "original"
     shared_autoencoder: bool = False
+    region_style: str = "none"
+    regions: int = 2
     use_adain: bool = True
     test_noise: bool = False
     disc_width: int = 64
@@ -173,6 +175,10 @@ class EGSCITConfig:
             raise ValueError(f"EGSC-IT: mask_from must be 'source' or 'target', got {self.mask_from!r}")
         if self.cycle_mask not in ("original", "translation"):
             raise ValueError(f"EGSC-IT: cycle_mask must be 'original' or 'translation', got {self.cycle_mask!r}")
+        if self.region_style not in ("none", "mean"):
+            raise ValueError(f"EGSC-IT: region_style must be 'none' or 'mean', got {self.region_style!r}")
+        if int(self.regions) < 2:
+            raise ValueError(f"EGSC-IT: regions must be >= 2, got {self.regions}")
         for name in ("shared_features", "shared_autoencoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EGSC-IT: {name} must be True or False, got {getattr(self, name)!r}")
@@ -220,16 +226,39 @@ def _encoder(cfg: EGSCITConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _decoder_tail(cfg: EGSCITConfig) -> nn.Sequential:
+def _decoder_tail(cfg: EGSCITConfig, extra: int = 0) -> nn.Sequential:
     """G_X after its conditioning: gen_blocks ResBlocks, `downsamples` x (convT3 s2 halving +
-    LReLU), convT1 -> 3, tanh."""
+    LReLU), convT1 -> 3, tanh; `extra` more input channels of the last conv (region_style's map,
+    concatenated there)."""
     w = cfg.width * 2 ** cfg.downsamples
     layers = [_ResBlock(w) for _ in range(cfg.gen_blocks)]
     for _ in range(cfg.downsamples):
         layers += [nn.ConvTranspose2d(w, w // 2, 3, 2, 1, output_padding=1), nn.LeakyReLU(0.2, True)]
         w //= 2
-    layers += [nn.ConvTranspose2d(w, 3, 1), nn.Tanh()]
+    layers += [nn.ConvTranspose2d(w + extra, 3, 1), nn.Tanh()]
     return nn.Sequential(*layers)
+
+
+def _segmenter(cfg: EGSCITConfig) -> nn.Sequential:
+    """region_style's S: soft regions of an image, (B, regions, H, W) summing to 1 per pixel;
+    three conv3 (dilations 1, 2, 4: a 15 px field, enough to tell a stroke from a background) and
+    a conv1 to the region logits."""
+    w = cfg.width
+    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(cfg.label_channels, w, 3), nn.LeakyReLU(0.2, True),
+                         nn.ReflectionPad2d(2), nn.Conv2d(w, w, 3, dilation=2), nn.LeakyReLU(0.2, True),
+                         nn.ReflectionPad2d(4), nn.Conv2d(w, w, 3, dilation=4), nn.LeakyReLU(0.2, True),
+                         nn.Conv2d(w, cfg.regions, 1), nn.Softmax(dim=1))
+
+
+def region_colours(regions: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3): each soft region's mean colour in `image` (region-wise average pooling)."""
+    mass = regions.flatten(2).sum(2, keepdim=True)
+    return regions.flatten(2) @ image.flatten(2).transpose(1, 2) / (mass + _EPS)
+
+
+def paint_regions(regions: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W): every pixel the mix of the region colours its soft regions weigh."""
+    return torch.einsum("bkhw,bkc->bchw", regions, colours)
 
 
 def _init_truncated(module: nn.Module) -> None:
@@ -342,7 +371,10 @@ class EGSCIT(nn.Module):
         self.encoders = self._per_domain(_encoder, cfg, cfg.shared_autoencoder)
         self.shared_encoder = _ResBlock(ch)
         self.shared_generator = _ResBlock(ch)
-        self.generators = self._per_domain(_decoder_tail, cfg, cfg.shared_autoencoder)
+        extra = 3 if cfg.region_style != "none" else 0
+        self.generators = self._per_domain(lambda c: _decoder_tail(c, extra), cfg, cfg.shared_autoencoder)
+        if cfg.region_style != "none":      # one S for both domains: regions must mean the same in each
+            self.segmenter = _segmenter(cfg)
         self.features = self._per_domain(_encoder, cfg, cfg.shared_features)
         if cfg.shared_features or cfg.shared_autoencoder:
             self._register_load_state_dict_pre_hook(self._check_shared)
@@ -392,9 +424,27 @@ class EGSCIT(nn.Module):
             c = adain(c, exemplar_f, cfg.adain)
         return c
 
-    def decode(self, z: torch.Tensor, domain: str, source_f: torch.Tensor, exemplar_f: torch.Tensor) -> torch.Tensor:
-        """G_X: the shared generator block, the mask and AdaIN, then G_X's own blocks."""
-        return self.generators[domain](self.condition(self.shared_generator(z), source_f, exemplar_f))
+    def decode(self, z: torch.Tensor, domain: str, source_f: torch.Tensor, exemplar_f: torch.Tensor,
+               painted: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """G_X: the shared generator block, the mask and AdaIN, then G_X's own blocks; with
+        region_style, `painted` (the source's regions in the exemplar's colours) joins the last conv."""
+        h = self.condition(self.shared_generator(z), source_f, exemplar_f)
+        g = self.generators[domain]
+        if self.cfg.region_style == "none":
+            return g(h)
+        if painted is None:
+            raise ValueError("EGSC-IT: region_style is on, so decode needs `painted` (see paint)")
+        return g[-2:](torch.cat([g[:-2](h), painted], 1))
+
+    def paint(self, source_regions: torch.Tensor, exemplar_regions: torch.Tensor,
+              exemplar: torch.Tensor) -> Optional[torch.Tensor]:
+        """region_style's map: the source's soft regions in the exemplar's region colours."""
+        if self.cfg.region_style == "none":
+            return None
+        return paint_regions(source_regions, region_colours(exemplar_regions, exemplar))
+
+    def segment(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        return self.segmenter(x) if self.cfg.region_style != "none" else None
 
     def _frozen_features(self, domain: str, x: torch.Tensor) -> torch.Tensor:
         """F_X(x) differentiable in x but not in F_X's weights (frozen in stage 2)."""
@@ -425,7 +475,8 @@ class EGSCIT(nn.Module):
         src, dst = direction[0], direction[2]
         with torch.no_grad():
             fs, fe = self.features[self._mask_net(src, dst)](x), self.features[dst](exemplar)
-        return self.decode(self.sample(self.encode(x, src)), dst, fs, fe)
+        painted = self.paint(self.segment(x), self.segment(exemplar), exemplar)
+        return self.decode(self.sample(self.encode(x, src)), dst, fs, fe, painted)
 
     def _stage1(self, xa, xb, gen):
         """Two VAE-GANs (independent, or on one F with shared_features): F_X, z = f + noise, the
@@ -445,9 +496,11 @@ class EGSCIT(nn.Module):
         if self.cfg.mask_from == "target":
             with torch.no_grad():
                 ma, mb = self.features["b"](xa), self.features["a"](xb)
-        out = dict(za=za, zb=zb, mu_a=mu_a, mu_b=mu_b, x_aa=self.decode(za, "a", fa, fa),
-                   x_bb=self.decode(zb, "b", fb, fb), x_ab=self.decode(za, "b", ma, fb),
-                   x_ba=self.decode(zb, "a", mb, fa))
+        sa, sb = self.segment(xa), self.segment(xb)           # region_style's soft regions (or None)
+        out = dict(za=za, zb=zb, mu_a=mu_a, mu_b=mu_b, x_aa=self.decode(za, "a", fa, fa, self.paint(sa, sa, xa)),
+                   x_bb=self.decode(zb, "b", fb, fb, self.paint(sb, sb, xb)),
+                   x_ab=self.decode(za, "b", ma, fb, self.paint(sa, sb, xb)),
+                   x_ba=self.decode(zb, "a", mb, fa, self.paint(sb, sa, xa)), regions_a=sa, regions_b=sb)
         out["mu_aba"], out["mu_bab"] = self.encode(out["x_ab"], "b"), self.encode(out["x_ba"], "a")
         out["z_aba"] = self.sample(out["mu_aba"], gen)
         out["z_bab"] = self.sample(out["mu_bab"], gen)
@@ -457,11 +510,16 @@ class EGSCIT(nn.Module):
         if self.cfg.cycle_mask == "translation":
             ca = self._frozen_features(self._mask_net("b", "a"), out["x_ab"])
             cb = self._frozen_features(self._mask_net("a", "b"), out["x_ba"])
-        out["x_aba"] = self.decode(out["z_aba"], "a", ca, fa)
-        out["x_bab"] = self.decode(out["z_bab"], "b", cb, fb)
+        # region_style on the way back: the translation's regions in the original's colours
+        pa = self.paint(self.segment(out["x_ab"]), sa, xa) if sa is not None else None
+        pb = self.paint(self.segment(out["x_ba"]), sb, xb) if sb is not None else None
+        out["x_aba"] = self.decode(out["z_aba"], "a", ca, fa, pa)
+        out["x_bab"] = self.decode(out["z_bab"], "b", cb, fb, pb)
         if recolour:
-            out["mu_a_recoloured"] = self.encode(random_colour_affine(xa, gen), "a")
-            out["mu_b_recoloured"] = self.encode(random_colour_affine(xb, gen), "b")
+            ya, yb = random_colour_affine(xa, gen), random_colour_affine(xb, gen)
+            out["mu_a_recoloured"], out["mu_b_recoloured"] = self.encode(ya, "a"), self.encode(yb, "b")
+            if sa is not None:
+                out["regions_a_recoloured"], out["regions_b_recoloured"] = self.segment(ya), self.segment(yb)
         return out
 
 
@@ -563,6 +621,10 @@ class EGSCITObjective(Objective):
         if self.on("colour_invariance"):   # the code of x and of x in random colours: one code
             terms["colour_invariance"] = (F.l1_loss(out["mu_a_recoloured"], out["mu_a"])
                                           + F.l1_loss(out["mu_b_recoloured"], out["mu_b"]))
+            if "regions_a_recoloured" in out:     # and region_style's regions: one segmentation
+                terms["colour_invariance"] = terms["colour_invariance"] + (
+                    F.l1_loss(out["regions_a_recoloured"], out["regions_a"])
+                    + F.l1_loss(out["regions_b_recoloured"], out["regions_b"]))
         if self.on("latent_adv"):     # DRIT: the encoders make D_latent answer 1/2 for either domain's code
             d = self.D("d2_latent")
             terms["latent_adv"] = (d(out["mu_a"]) - 0.5).square().mean() + (d(out["mu_b"]) - 0.5).square().mean()
