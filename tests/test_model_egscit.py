@@ -572,3 +572,27 @@ def test_region_style_paints_the_source_regions_in_the_exemplar_colours():
         EGSCITConfig(region_style="mean_std")
     with pytest.raises(ValueError, match="regions must be >= 2, got 1"):
         EGSCITConfig(regions=1)
+
+
+def test_contrast_region_input_is_unchanged_by_recolouring_a_two_colour_image():
+    from exsynth.models.egscit import random_colour_affine
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(4, 1, 28, 28, generator=g) > 0.8
+    x = torch.where(mask, torch.rand(4, 3, 1, 1, generator=g) * 2 - 1, torch.rand(4, 3, 1, 1, generator=g) * 2 - 1)
+    m = EGSCIT(EGSCITConfig(**TINY, region_style="mean", region_input="contrast"))
+    cue = m.segmenter[0]
+    d = cue(x)
+    assert d.shape == (4, 1, 28, 28) and float(d.min()) >= 0 and torch.allclose(d.amax((2, 3)), torch.ones(4, 1), atol=1e-4)
+    # the minority colour is the far one: 1 on the digit, p / (1 - p) on the background
+    p = mask.float().mean((2, 3), keepdim=True)
+    torch.testing.assert_close(d, torch.where(mask, torch.ones_like(d), (p / (1 - p)).expand_as(d)), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(cue(random_colour_affine(x, g)), d, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(m.segment(random_colour_affine(x, g)), m.segment(x), rtol=1e-4, atol=1e-4)
+    assert m.segmenter[2].in_channels == 1
+    # G's last conv starts by passing the painted map through (2 x identity before the tanh)
+    for g in m.generators.values():
+        torch.testing.assert_close(g[-2].weight[-3:, :, 0, 0], 2.0 * torch.eye(3))
+    assert EGSCIT(EGSCITConfig(**TINY, region_style="mean")).segmenter[2].in_channels == 3
+    with pytest.raises(ValueError, match="region_input must be 'image' or 'contrast', got 'edges'"):
+        EGSCITConfig(region_input="edges")
