@@ -775,8 +775,8 @@ PRESETS = {
     # lr 1e-4 (the scripts' 1e-5 does not move in the time box; 3e-4 won at 800 steps but lost at 2,500,
     # see EGSCITConfig). DEPARTS from the paper (see EGSCITConfig): one encoder, generator and F for both
     # domains, and the source's colour-invariant regions painted in the exemplar's colours into G's last
-    # conv; the paper's networks are --option shared_autoencoder=false shared_features=false
-    # region_style=none (2,500 steps then: A->B SSIM 0.518, see the config)
+    # conv; the paper's networks are --option shared_autoencoder=false --option shared_features=false
+    # --option region_style=none (2,500 steps then: A->B SSIM 0.518, see the config)
     "egscit-mnist-single": dict(
         model="egscit", dataset="mnist-single", size=28, batch_size=8, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999),
         supervision="unpaired", steps=1800, train_length=4000,
