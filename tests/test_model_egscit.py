@@ -522,23 +522,25 @@ def test_colour_invariance_term_compares_codes_of_the_image_and_its_recolouring(
     assert "colour_invariance" not in terms
 
 
-def test_region_colours_and_paint_are_region_wise_average_pooling():
-    from exsynth.models.egscit import paint_regions, region_colours
+def test_region_paint_is_region_wise_average_pooling_on_soft_regions():
+    # EGSC-IT's region_style paints through pix2pixSC's region_style_map, here on soft regions
+    from exsynth.nn.blocks import region_style_map
     g = torch.Generator().manual_seed(0)
     lab = torch.randint(0, 3, (2, 8, 8), generator=g)
     regions = torch.nn.functional.one_hot(lab, 3).permute(0, 3, 1, 2).float()
     img = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
-    cols = region_colours(regions, img)
+    painted = region_style_map(regions, img, regions, "mean")[:, :3]
     for b in range(2):
         for k in range(3):
-            torch.testing.assert_close(cols[b, k], img[b][:, lab[b] == k].mean(1), rtol=1e-5, atol=1e-5)
-    painted = paint_regions(regions, cols)
-    torch.testing.assert_close(painted, cols[torch.arange(2)[:, None, None], lab].permute(0, 3, 1, 2))
+            want = img[b][:, lab[b] == k].mean(1)
+            torch.testing.assert_close(painted[b][:, lab[b] == k], want[:, None].expand(3, int((lab[b] == k).sum())),
+                                       rtol=1e-5, atol=1e-5)
     # soft regions: colours are weighted means, the paint a convex mix
     soft = torch.softmax(torch.randn(2, 3, 8, 8, generator=g), 1)
     w = soft.flatten(2)
-    torch.testing.assert_close(region_colours(soft, img), (w @ img.flatten(2).transpose(1, 2)) / w.sum(2, keepdim=True),
-                               rtol=1e-4, atol=1e-5)
+    cols = (w @ img.flatten(2).transpose(1, 2)) / w.sum(2, keepdim=True)
+    torch.testing.assert_close(region_style_map(soft, img, soft, "mean")[:, :3],
+                               torch.einsum("bkhw,bkc->bchw", soft, cols), rtol=1e-4, atol=1e-5)
 
 
 def test_region_style_paints_the_source_regions_in_the_exemplar_colours():

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..losses.gan import lsgan_loss
 from ..losses.objective import Objective
-from ..nn.blocks import ReflectResBlock
+from ..nn.blocks import ReflectResBlock, region_style_map
 from ..registry import ModelSpec, register_model
 
 __all__ = ["EGSCITConfig", "EGSCIT", "EGSCITObjective", "EGSCITDiscriminator", "EGSCITLatentDiscriminator", "adain",
@@ -126,10 +126,10 @@ class EGSCITConfig:
         56.3 %; colour_invariance 10: 0.472 / 0.371, 56.0 %: none of them recolour the digit.
     region_style: "none" (the paper) or "mean" (a departure, as pix2pixSC's region_style and
         SEAN's region-wise pooling): one soft segmenter S for both domains splits each image into
-        `regions`; each region's mean colour in the exemplar (`region_colours`) is painted over the
-        source's regions (`paint_regions`) and concatenated to G's last conv, whose weights on it
-        start at 2 x identity (under N(0, 0.02) G ignored the map: its weights 0.0096 after 700
-        steps, output colour 57 % while the map alone scored 98.7 %). S trains in stage 2 by the
+        `regions`; each region's mean colour in the exemplar is painted over the source's regions
+        (`nn.blocks.region_style_map`, as pix2pixSC's) and concatenated to G's last conv, whose
+        weights on it start at 2 x identity (under N(0, 0.02) G ignored the map: its weights
+        0.0096 after 700 steps, output colour 57 % while the map alone scored 98.7 %). S trains in stage 2 by the
         loss term region_recon (each image from its own regions' colours).
     regions: region_style's number of soft regions (2: MNIST-Single's digit and background).
     region_input: what S reads. "image" (the pixels): reconstruction alone makes S split each
@@ -307,17 +307,6 @@ def _segmenter(cfg: EGSCITConfig) -> nn.Sequential:
                          nn.ReflectionPad2d(2), nn.Conv2d(w, w, 3, dilation=2), nn.LeakyReLU(0.2, True),
                          nn.ReflectionPad2d(4), nn.Conv2d(w, w, 3, dilation=4), nn.LeakyReLU(0.2, True),
                          nn.Conv2d(w, cfg.regions, 1), nn.Softmax(dim=1))
-
-
-def region_colours(regions: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """(B, K, 3): each soft region's mean colour in `image` (region-wise average pooling)."""
-    mass = regions.flatten(2).sum(2, keepdim=True)
-    return regions.flatten(2) @ image.flatten(2).transpose(1, 2) / (mass + _EPS)
-
-
-def paint_regions(regions: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W): every pixel the mix of the region colours its soft regions weigh."""
-    return torch.einsum("bkhw,bkc->bchw", regions, colours)
 
 
 def _init_truncated(module: nn.Module) -> None:
@@ -512,7 +501,7 @@ class EGSCIT(nn.Module):
         """region_style's map: the source's soft regions in the exemplar's region colours."""
         if self.cfg.region_style == "none":
             return None
-        return paint_regions(source_regions, region_colours(exemplar_regions, exemplar))
+        return region_style_map(source_regions, exemplar, exemplar_regions, "mean")[:, :3]
 
     def segment(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         return self.segmenter(x) if self.cfg.region_style != "none" else None

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..losses.objective import Objective
 from ..losses.gan import lsgan_loss
-from ..nn.blocks import PatchDiscriminator, ReflectResBlock
+from ..nn.blocks import PatchDiscriminator, ReflectResBlock, region_style_map
 from ..registry import ModelSpec, register_model
 
 __all__ = ["Pix2PixSCConfig", "GlobalGenerator", "Pix2PixSC", "Pix2PixSCObjective", "semantic_consistency_loss",
@@ -206,31 +206,6 @@ def _init_normal(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-
-
-def region_style_map(label: torch.Tensor, exemplar: torch.Tensor, exemplar_label: torch.Tensor,
-                     stats: str = "mean") -> torch.Tensor:
-    """The exemplar pooled per class and painted onto x's layout (Pix2PixSCConfig.region_style).
-
-    label, exemplar_label: (B, K, H, W) label maps (one-hot or soft: a pixel's weights per class);
-    exemplar: (B, 3, H, W). Per class k, mu_k = sum F(I)_k I / sum F(I)_k (and sigma_k, the
-    weighted standard deviation, for "mean_std"); present_k = 1 where sum F(I)_k > 0.
-    Returns (B, 4 or 7, H, W): [sum_k x_k mu_k, sum_k x_k present_k(, sum_k x_k sigma_k)];
-    a class absent from I contributes zeros."""
-    if stats not in ("mean", "mean_std"):
-        raise ValueError(f"region_style_map: stats must be 'mean' or 'mean_std', got {stats!r}")
-    lab, ex_lab = label.to(exemplar.dtype), exemplar_label.to(exemplar.dtype)
-    area = ex_lab.sum((2, 3))                                         # (B, K)
-    present = (area > 0).to(exemplar.dtype)
-    denom = area.clamp_min(torch.finfo(exemplar.dtype).tiny)
-    mean = torch.einsum("bkhw,bchw->bkc", ex_lab, exemplar) / denom[..., None]          # (B, K, 3)
-    parts = [mean, present[..., None]]
-    if stats == "mean_std":
-        second = torch.einsum("bkhw,bchw->bkc", ex_lab, exemplar * exemplar) / denom[..., None]
-        # the floor keeps sqrt's gradient finite for a flat or absent class (1e-6 off at most)
-        parts.append((second - mean * mean).clamp_min(1e-12).sqrt())
-    per_class = torch.cat(parts, -1) * present[..., None]               # (B, K, C)
-    return torch.einsum("bkhw,bkc->bchw", lab, per_class)
 
 
 class Pix2PixSC(nn.Module):
