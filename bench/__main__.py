@@ -71,6 +71,10 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timing per case")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-finite-checks", action="store_true",
+                   help="time the ops without their NaN/Inf input scan (exsynth.ops.set_finite_checks): "
+                        "one aminmax per input and a host sync per call, which the plain-torch anchors "
+                        "of pn_modulate and msca never pay")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/<op>-<device>.json)")
     args = p.parse_args(argv)
     if args.op == "ptxas":
@@ -82,6 +86,10 @@ def main(argv=None):
            "msca": norm_msca.run_msca}[args.op]
     device = torch.device(args.device)
     env = common.environment(device)
+    if args.no_finite_checks:
+        import exsynth.ops
+        exsynth.ops.set_finite_checks(False)
+    env["finite_checks"] = not args.no_finite_checks
     print(f"# {args.op} on {env.get('gpu') or env['cpu']} ({env['device']}, {env['threads']} threads, "
           f"torch {env['torch']}, isa {env['cpu_isa']})", flush=True)
     env["ceilings"] = common.ceilings(device, getattr(torch, args.dtype))

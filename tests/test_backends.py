@@ -40,3 +40,31 @@ def test_doctor_cli_lists_backends(tmp_path):
     for name in ("reference", "cpu", "triton", "cuda"):
         assert name in res.stdout
     assert "cpu        yes" in res.stdout, res.stdout
+
+
+def test_auto_follows_the_gpu_measurements(monkeypatch):
+    # backend="auto" on CUDA takes the per-op, per-dtype order of the first H200 run
+    # (_dispatch._GPU_MEASURED); other ops keep the default order. Both GPU backends are made to
+    # look usable here, so the order alone decides.
+    import torch
+
+    from exsynth.ops import _dispatch as D
+
+    for mod in (D._triton, D._cuda):
+        monkeypatch.setattr(mod, "status", lambda: (True, "test"))
+        monkeypatch.setattr(mod, "supports", lambda device, dtype: None)
+    gpu = torch.device("cuda", 0)
+    assert D.resolve("correlation_warp", "auto", gpu, torch.bfloat16) == "triton"
+    assert D.resolve("cycle_warp", "auto", gpu, torch.float32) == "triton"
+    assert D.resolve("pn_modulate", "auto", gpu, torch.bfloat16) == "cuda"
+    assert D.resolve("msca_attention", "auto", gpu, torch.bfloat16) == "reference"
+    # not measured: the default order
+    assert D.resolve("pn_modulate", "auto", gpu, torch.float32) == D._AUTO_ORDER["cuda"][0]
+    assert D.resolve("correlation_match", "auto", gpu, torch.bfloat16) == D._AUTO_ORDER["cuda"][0]
+    # the CPU is untouched by the GPU table
+    assert D.auto_order("correlation_warp", torch.device("cpu"), torch.float32) == D._AUTO_ORDER["cpu"]
+    for (op, dtype), order in D._GPU_MEASURED.items():
+        assert set(order) <= set(D.BACKENDS) and order[-1] == "reference", (op, dtype, order)
+    # a listed backend that cannot serve the call is passed over
+    monkeypatch.setattr(D._triton, "supports", lambda device, dtype: "not here")
+    assert D.resolve("correlation_warp", "auto", gpu, torch.bfloat16) == "cuda"

@@ -17,12 +17,40 @@ from .backends import triton as _triton
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 
-# Order tried by backend="auto", per device type. Fused backends first; the
-# reference is the fallback that always works.
+# Order tried by backend="auto", per device type, where no measurement says otherwise (below).
+# Fused backends first; the reference is the fallback that always works.
 _AUTO_ORDER = {
     "cuda": ("cuda", "triton", "reference"),
     "cpu": ("cpu", "reference"),
 }
+
+
+# backend="auto" on a CUDA GPU where it was measured, per op and dtype: the order the first H200
+# run gave (2026-11-30, NVIDIA H200, torch 2.11.0+cu130, triton 3.6.0; bench/results/gpu-20261130,
+# bench/NOTES.md "First GPU run"). An op and dtype not listed keeps _AUTO_ORDER["cuda"].
+#  correlation_warp / cycle_warp (one kernel pair): triton ahead of cuda in every case timed, B=8,
+#    HW=4096, D=256: bf16 fwd 1.30 vs 2.35 ms, fwd+bwd 6.07 vs 19.2; fp32 3.08 vs 6.66 and 15.7 vs
+#    42.4; D=2304 (3x3 patches) bf16 fwd+bwd 45.5 vs 224; HW=65536 bf16 fwd 65 vs 394 ms. float16
+#    was not timed: it runs the bf16 code path (same tiles, same tensor-core instructions).
+#  pn_modulate bf16: cuda, B=8, C=256, 256x256 fwd 1.07 ms (triton 1.61, reference 1.52), fwd+bwd
+#    2.18 (triton 2.63, reference 5.26).
+#  msca_attention bf16: the plain-PyTorch reference beat both fused backends at 128x128 and
+#    256x256 (B=8, N=256, K=8: fwd+bwd 1.23 ms vs triton 2.42, cuda 7.02; same peak memory);
+#    only at 64x64 did cuda win fwd+bwd (1.58 vs reference 1.95).
+_GPU_MEASURED = {}
+for _dt in (torch.bfloat16, torch.float16, torch.float32):
+    for _op in ("correlation_warp", "cycle_warp"):
+        _GPU_MEASURED[(_op, _dt)] = ("triton", "cuda", "reference")
+_GPU_MEASURED[("pn_modulate", torch.bfloat16)] = ("cuda", "triton", "reference")
+_GPU_MEASURED[("msca_attention", torch.bfloat16)] = ("reference",)
+del _dt, _op
+
+
+def auto_order(op: str, device: torch.device, dtype: torch.dtype) -> tuple:
+    """The backends backend="auto" tries for `op` on `device` with `dtype`, in order."""
+    if device.type == "cuda" and (op, dtype) in _GPU_MEASURED:
+        return _GPU_MEASURED[(op, dtype)]
+    return _AUTO_ORDER.get(device.type, ("reference",))
 
 
 class BackendUnavailableError(RuntimeError):
@@ -59,7 +87,7 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> 
     if backend == "reference":
         return backend
     if backend == "auto":
-        for name in _AUTO_ORDER.get(device.type, ("reference",)):
+        for name in auto_order(op, device, dtype):
             if name == "reference":
                 return name
             mod = _module(name)

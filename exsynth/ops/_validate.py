@@ -40,6 +40,47 @@ def tensor(op: str, name: str, t, ndim: int) -> None:
         raise ValueError(f"{op}: {name} must not be empty, got {_desc(t)}")
 
 
+def _autocast_dtype(tensors) -> "torch.dtype | None":
+    """The autocast dtype where torch.autocast is on for the first tensor's device, else None."""
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None:
+        return None
+    try:
+        if not torch.is_autocast_enabled(first.device.type):
+            return None
+    except RuntimeError:    # a device type autocast does not know (meta, ...)
+        return None
+    return torch.get_autocast_dtype(first.device.type)
+
+
+def _cast_floats(tensors, dtype):
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                 for t in tensors)
+
+
+def autocast_lower(*tensors):
+    """Under torch.autocast: floating inputs in the autocast dtype, as torch casts a matmul's
+    (the correlation and MSCA ops are products; their kernels accumulate in float32). Outside
+    autocast the inputs come back unchanged and one dtype is required of them."""
+    dtype = _autocast_dtype(tensors)
+    return tensors if dtype is None else _cast_floats(tensors, dtype)
+
+
+def autocast_promote(*tensors):
+    """Under torch.autocast: floating inputs in their widest dtype, as torch's own
+    x_norm * (1 + gamma) + beta would compute (an fp32 residual stream modulated by fp16 conv
+    outputs stays fp32). Outside autocast the inputs come back unchanged."""
+    if _autocast_dtype(tensors) is None:
+        return tensors
+    floats = [t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return tensors
+    widest = floats[0]
+    for d in floats[1:]:
+        widest = torch.promote_types(widest, d)
+    return _cast_floats(tensors, widest)
+
+
 def same_device_dtype(op: str, **tensors: torch.Tensor) -> None:
     items = list(tensors.items())
     first_name, first = items[0]

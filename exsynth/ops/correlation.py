@@ -320,8 +320,10 @@ def correlation_warp(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     `query` (B, C, Hq, Wq) and `key` (B, C, Hk, Wk). Returns (B, Cv, Hq, Wq);
     with ``return_lse=True`` also the log-sum-exp of the logits, (B, Hq, Wq),
     a per-position confidence. Differentiable in query, key and value.
-    backend: "auto", "reference", "cpu", "triton" or "cuda".
+    backend: "auto", "reference", "cpu", "triton" or "cuda". Under torch.autocast the inputs
+    are taken in the autocast dtype, as a matmul's are.
     """
+    query, key, value = _validate.autocast_lower(query, key, value)
     alpha = _check_warp_args(_WARP, query, key, value, "value", alpha, patch_size)
     return _warp(_WARP, query, key, value, alpha, patch_size, center, backend, return_lse)
 
@@ -335,6 +337,7 @@ def cycle_warp(query: torch.Tensor, key: torch.Tensor, warped: torch.Tensor, *,
     It is correlation_warp with query and key swapped. Returns (B, Cw, Hk, Wk).
     """
     op = "cycle_warp"
+    query, key, warped = _validate.autocast_lower(query, key, warped)
     alpha = _check_warp_args(op, query, key, warped, "warped", alpha, patch_size, grid_name="query")
     return _warp(op, key, query, warped, alpha, patch_size, center, backend, False)
 
@@ -347,6 +350,7 @@ def correlation_match(query: torch.Tensor, key: torch.Tensor, *, patch_size: int
     similarity there. Not differentiable (argmax).
     """
     op = "correlation_match"
+    query, key = _validate.autocast_lower(query, key)
     _check_options(op, 1.0, patch_size)
     _check_query_key(op, query, key)
     _validate.finite(op, query=query, key=key)

@@ -70,8 +70,11 @@ def msca_attention(value: torch.Tensor, spatial_logits: torch.Tensor, channel_lo
     (B, N, K); V~ = V * gate; beta = softmax over K per position;
     out = V~ beta -> (B, N, H, W). With return_attention=True also returns
     (alpha, beta), each (B, K, H, W), for visualisation (paper's Fig. 6).
-    Gradients to value, both logits and gate.
+    Gradients to value, both logits and gate. Under torch.autocast the inputs are taken in the
+    autocast dtype, as a matmul's are.
     """
+    value, spatial_logits, channel_logits, gate = _validate.autocast_lower(
+        value, spatial_logits, channel_logits, gate)
     for name, t in (("value", value), ("spatial_logits", spatial_logits),
                     ("channel_logits", channel_logits)):
         _validate.tensor(_OP, name, t, 4)

@@ -130,8 +130,10 @@ def pn_modulate(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, *, eps
     """positional_norm(x).y * (1 + gamma) + beta in one pass (CoCosNet's
     SPADE with PONO). x (B, C, H, W); gamma, beta (B, C, H, W) or
     (1, C, H, W) (shared over the batch). Gradients to x, gamma and beta.
+    Under torch.autocast the inputs are taken in their widest dtype.
     """
     op = "pn_modulate"
+    x, gamma, beta = _validate.autocast_promote(x, gamma, beta)
     eps = _check_x(op, x, eps)
     B, C, H, W = x.shape
     for name, t in (("gamma", gamma), ("beta", beta)):

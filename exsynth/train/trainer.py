@@ -215,6 +215,9 @@ class Trainer:
         dev = resolve_device(self.cfg.device)
         if self.ctx.enabled and dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", self.ctx.local_rank)  # one GPU per process
+        if dev.type == "cuda" and dev.index is None:
+            # torch.cuda.set_device refuses an index-less "cuda" (seen with torch 2.11 on an H200)
+            dev = torch.device("cuda", torch.cuda.current_device())
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         D.init_process_group(self.ctx, dev)
