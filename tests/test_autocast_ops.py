@@ -67,6 +67,15 @@ def test_msca_takes_the_autocast_dtype(low):
     torch.testing.assert_close(out, want, rtol=0, atol=0)
 
 
+def test_float64_is_left_alone_under_autocast():
+    # as torch's autocast leaves float64: all-float64 inputs run in float64
+    q, k, v = _rand(1, 4, 3, 3).double(), _rand(1, 4, 3, 3).double(), _rand(1, 2, 3, 3).double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ops.correlation_warp(q, k, v, alpha=10.0)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ops.correlation_warp(q, k, v, alpha=10.0), rtol=0, atol=0)
+
+
 def test_mixed_dtypes_still_refused_outside_autocast():
     x = _rand(1, 4, 3, 3)
     with pytest.raises(TypeError, match="gamma is torch.bfloat16"):

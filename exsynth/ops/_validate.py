@@ -53,17 +53,18 @@ def _autocast_dtype(tensors) -> "torch.dtype | None":
     return torch.get_autocast_dtype(first.device.type)
 
 
-def _cast_floats(tensors, dtype):
-    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-                 for t in tensors)
+def _cast_floats(tensors, dtype, keep_float64=False):
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()
+                 and not (keep_float64 and t.dtype == torch.float64) else t for t in tensors)
 
 
 def autocast_lower(*tensors):
     """Under torch.autocast: floating inputs in the autocast dtype, as torch casts a matmul's
-    (the correlation and MSCA ops are products; their kernels accumulate in float32). Outside
-    autocast the inputs come back unchanged and one dtype is required of them."""
+    (float64 stays, as autocast leaves it; the correlation and MSCA ops are products, their kernels
+    accumulate in float32). Outside autocast the inputs come back unchanged and one dtype is
+    required of them."""
     dtype = _autocast_dtype(tensors)
-    return tensors if dtype is None else _cast_floats(tensors, dtype)
+    return tensors if dtype is None else _cast_floats(tensors, dtype, keep_float64=True)
 
 
 def autocast_promote(*tensors):
