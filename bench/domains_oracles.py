@@ -30,16 +30,16 @@ import sys
 
 import torch
 
-from exsynth.data.synthetic_domains import SyntheticDomainsDataset
+from exsynth.data.synthetic_domains import SyntheticDomainsDataset, SyntheticDomainsOptions
 from exsynth.evaluate import class_mean_colours
 from exsynth.metrics import psnr
 
 from .common import environment
 
 
-def oracles(size: int = 64, length: int = 200, seed: int = 0):
-    test = SyntheticDomainsDataset(size, length=length, split="test", seed=seed)
-    means = class_mean_colours(SyntheticDomainsDataset(size, length=2000, split="train", seed=seed))
+def oracles(size: int = 64, length: int = 200, seed: int = 0, options: SyntheticDomainsOptions = None):
+    test = SyntheticDomainsDataset(size, length=length, split="test", seed=seed, options=options)
+    means = class_mean_colours(SyntheticDomainsDataset(size, length=2000, split="train", seed=seed, options=options))
     scores = {k: [] for k in ("class_mean", "exemplar_mean", "exchangeable", "correspondence")}
     for i in range(length):
         s = test[i]
@@ -62,16 +62,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--length", type=int, default=200)
+    p.add_argument("--classes", type=int, default=SyntheticDomainsOptions.classes)
+    p.add_argument("--class-textures", action="store_true", help="the source's class_textures option")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    res = oracles(a.size, a.length)
+    res = oracles(a.size, a.length, options=SyntheticDomainsOptions(classes=a.classes, class_textures=a.class_textures))
     for k, v in res.items():
         print(f"{k:16s} {v:6.2f} dB  ({v - res['class_mean']:+.2f} over class_mean)")
     if a.out:
         with open(a.out, "w") as f:
             cmd = " ".join(["python -m bench.domains_oracles"] + (argv or sys.argv[1:]))
             env = {**environment(torch.device("cpu")), "command": cmd}
-            json.dump(dict(command=cmd, environment=env, size=a.size, length=a.length, psnr=res), f, indent=1)
+            json.dump(dict(command=cmd, environment=env, size=a.size, length=a.length, classes=a.classes,
+                           class_textures=a.class_textures, psnr=res), f, indent=1)
     return 0
 
 

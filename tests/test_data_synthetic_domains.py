@@ -25,3 +25,38 @@ def test_samples_are_the_two_renders_of_the_layouts():
 def test_options_are_checked():
     with pytest.raises(ValueError, match="classes must be >= 2, got 1"):
         SyntheticDomainsOptions(classes=1)
+
+
+def test_class_textures_give_class_k_texture_k_in_both_domains():
+    import numpy as np
+
+    from exsynth.data.synthetic import TEXTURES
+
+    opts = SyntheticDomainsOptions(classes=5, class_textures=True)
+    ds = SyntheticDomainsDataset(32, length=4, split="test", options=opts)
+    kinds = np.arange(5)
+    assert ds.style_a.texture_names() == TEXTURES
+    np.testing.assert_array_equal(ds.style_a.colour, palette_style(5).colour)
+    for i in range(4):
+        s, (lay, ex) = ds[i], ds.base.layouts(i)
+        b = ds._fine(ds.base.style(i))
+        assert b.kind.tolist() == kinds.tolist() and (b.freq >= 32 / 6 / 2).all() and (b.freq <= 32 / 6 + 1e-9).all()
+        torch.testing.assert_close(s["image"], render(lay, b), rtol=0, atol=0)
+        torch.testing.assert_close(s["exemplar"], render(ex, b), rtol=0, atol=0)
+        torch.testing.assert_close(s["label"], render(lay, ds.style_a), rtol=0, atol=0)
+        torch.testing.assert_close(s["exemplar_label"], render(ex, ds.style_a), rtol=0, atol=0)
+        assert torch.equal(s["label_index"], torch.from_numpy(lay))
+        # a flat class is one colour; a textured one varies within the image
+        for k in np.unique(lay):
+            spread = s["image"][:, torch.from_numpy(lay == k)].std(1).max()
+            assert (spread == 0) == (k == 0), (i, k, spread)
+    # A is one fixed style: the same class at the same place looks the same in every sample
+    other = SyntheticDomainsDataset(32, length=4, split="train", options=opts)
+    assert other.style_a.equals(ds.style_a)
+    train = SyntheticDomainsDataset(32, length=3, split="train", options=opts)
+    assert torch.equal(train[1]["image"], train[1]["image"]) and torch.equal(train[1]["image"], other[1]["image"])
+
+
+def test_class_textures_need_a_texture_per_class():
+    with pytest.raises(ValueError, match="classes must be <= 5 .* got 6"):
+        SyntheticDomainsOptions(classes=6, class_textures=True)

@@ -596,5 +596,56 @@ def test_contrast_region_input_is_unchanged_by_recolouring_a_two_colour_image():
     for g in m.generators.values():
         torch.testing.assert_close(g[-2].weight[-3:, :, 0, 0], 2.0 * torch.eye(3))
     assert EGSCIT(EGSCITConfig(**TINY, region_style="mean")).segmenter[2].in_channels == 3
-    with pytest.raises(ValueError, match="region_input must be 'image' or 'contrast', got 'edges'"):
+    with pytest.raises(ValueError, match="region_input must be 'image', 'contrast' or 'texture', got 'edges'"):
         EGSCITConfig(region_input="edges")
+
+
+def test_texture_region_input_reads_the_luminance_pattern_without_its_colour():
+    from exsynth.models.egscit import _TextureCue
+    g = torch.Generator().manual_seed(4)
+    u = torch.arange(32.0)
+    stripes = torch.sin(2 * torch.pi * u / 8)[None, None, None, :].expand(2, 1, 32, 32)
+    base = torch.rand(2, 3, 1, 1, generator=g) * 0.6 - 0.3
+    x = base + 0.2 * stripes                      # one texture, two colours
+    cue = _TextureCue()(x)
+    assert cue.shape == (2, 3, 32, 32)
+    # the colour is gone: another base colour (same pattern) gives the same cue
+    torch.testing.assert_close(_TextureCue()(x - base + torch.rand(2, 3, 1, 1, generator=g) * 0.6 - 0.3), cue,
+                               rtol=1e-5, atol=1e-5)
+    # a flat image reads 0 (up to float32 rounding of the 25-term mean, ~25 eps |x| / c = 2e-5);
+    # the pattern's scale hardly matters once it is well above c = 0.02
+    assert float(_TextureCue()(base.expand(2, 3, 32, 32)).abs().max()) < 1e-4
+    strong = _TextureCue()(base + 0.4 * stripes)
+    assert float((strong - cue).abs().max()) < 0.15 * float(cue.abs().max())
+    m = EGSCIT(EGSCITConfig(**TINY, region_style="mean", region_input="texture", segmenter_dilations=(1, 2, 4, 8),
+                            segmenter_width=2))
+    convs = [c for c in m.segmenter if isinstance(c, torch.nn.Conv2d)]
+    assert [c.dilation[0] for c in convs[:-1]] == [1, 2, 4, 8] and convs[0].in_channels == 3
+    assert convs[0].out_channels == 2 * TINY["width"]
+    assert torch.allclose(m.segment(x).sum(1), torch.ones(2, 32, 32), atol=1e-5)
+    for bad in ((), (0,), (1.5,), "124"):
+        with pytest.raises(ValueError, match="segmenter_dilations must be a non-empty tuple of ints >= 1"):
+            EGSCITConfig(segmenter_dilations=bad)
+    with pytest.raises(ValueError, match="segmenter_width must be >= 1, got 0"):
+        EGSCITConfig(segmenter_width=0)
+
+
+def test_segmenter_lr_scale_gives_s_its_own_optimiser_at_that_rate(tmp_path, capsys):
+    args = ["train", "--model", "egscit", "--dataset", "synthetic-domains", "--size", "16", "--batch-size", "2",
+            "--quiet", "--train-length", "8", "--allow-random-vgg", "--disc-width", "4", "--steps", "4",
+            "--classes", "3", "--class-textures", "--lr-g", "2e-4", "--out", str(tmp_path / "s")] + \
+        [a for k, v in TINY.items() if k != "vgg_layers" for a in ("--option", f"{k}={v}")] + \
+        ["--option", "stage1=2", "--option", "region_style=mean", "--option", "regions=3",
+         "--option", "region_input=texture", "--option", "segmenter_lr_scale=10"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    payload = torch.load(tmp_path / "s" / "checkpoints" / "latest.pt", weights_only=False)
+    m, _ = load_generator(str(tmp_path / "s" / "checkpoints" / "latest.pt"))
+    opts = {k: payload[k] for k in ("opt_g", "opt_segmenter")}
+    seg = opts["opt_segmenter"]["param_groups"][0]
+    assert len(seg["params"]) == len(list(m.segmenter.parameters()))
+    assert seg["lr"] == pytest.approx(10 * opts["opt_g"]["param_groups"][0]["lr"])
+    # S's weights moved in stage 2 (steps 3, 4)
+    assert all(s["step"] > 0 for s in opts["opt_segmenter"]["state"].values())
+    with pytest.raises(ValueError, match="segmenter_lr_scale must be a finite number > 0, got 0"):
+        EGSCITConfig(segmenter_lr_scale=0)

@@ -2,7 +2,8 @@
 
 Each model file defines an `Objective` subclass and names it in its `ModelSpec`. The trainer
 knows nothing else about a model's training: it builds one Adam optimiser per entry of
-`optimizer_groups()` (generator role: lr_g, discriminator role: lr_d), runs `generator_terms`
+`optimizer_groups()` (generator role: lr_g, discriminator role: lr_d, times the entry's optional
+learning-rate scale), runs `generator_terms`
 (discriminators frozen), steps the generator optimisers when `generator_step(step)` (by
 default always; otherwise the terms run without autograd, for the logs and the
 discriminator's fakes), then — when `discriminator_step(step)` (by default: unless
@@ -99,8 +100,9 @@ class Objective:
         default: MultiscalePatchDiscriminator's own."""
         return {}
 
-    def optimizer_groups(self) -> Dict[str, Tuple[List[nn.Parameter], str]]:
-        """Checkpoint key of each optimiser -> (its parameters, role "g" or "d")."""
+    def optimizer_groups(self) -> Dict[str, tuple]:
+        """Checkpoint key of each optimiser -> (its parameters, role "g" or "d"[, a scale of the
+        role's learning rate, 1 if left out])."""
         groups = {"opt_g": ([p for p in self.model.parameters() if p.requires_grad], "g")}
         if len(self.discriminators):
             groups["opt_d"] = ([p for p in self.discriminators.parameters() if p.requires_grad], "d")

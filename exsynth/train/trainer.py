@@ -188,9 +188,11 @@ class Trainer:
             self._wrap_distributed()
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.roles: Dict[str, str] = {}
-        for key, (params, role) in self.objective.optimizer_groups().items():
+        self.lr_scales: Dict[str, float] = {}
+        for key, (params, role, *scale) in self.objective.optimizer_groups().items():
             lr, eps = (cfg.lr_g, cfg.eps_g) if role == "g" else (cfg.lr_d, cfg.eps_d)
-            self.optimizers[key] = torch.optim.Adam(params, lr=lr, betas=cfg.betas, eps=eps)
+            self.lr_scales[key] = float(scale[0]) if scale else 1.0
+            self.optimizers[key] = torch.optim.Adam(params, lr=lr * self.lr_scales[key], betas=cfg.betas, eps=eps)
             self.roles[key] = role
         self.amp_dtype = None
         if cfg.amp:
@@ -342,7 +344,7 @@ class Trainer:
         for key, opt in self.optimizers.items():
             base = self.cfg.lr_g if self.roles[key] == "g" else self.cfg.lr_d
             for group in opt.param_groups:
-                group["lr"] = base * f
+                group["lr"] = base * self.lr_scales[key] * f
 
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
         batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
