@@ -5,7 +5,8 @@
 # a CUDA training smoke, then the benchmark sweep of issue 17. Everything lands in one folder,
 # packed as gpu.tar.gz beside it (the device tool brings back 8 files at most).
 #   usage: bash bench/gpu_check.sh [results_dir] [--quick|--tests|--bench|--rerun|--next]
-#   --next: what bench/NOTES.md "First GPU run" asks of the next run (~5 min after the build).
+#   --next: what bench/NOTES.md "First GPU run" asks of the next run (up to ~10 min after the
+#   build: give it the whole 600 s a call allows; whatever ran is packed even if it is killed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Under the device tool, results go to /tmp and only the packed archive to $OUT.
@@ -14,7 +15,11 @@ out=${out:-bench/results/gpu-$(date +%Y%m%d)}
 pack=${OUT:+$OUT/gpu.tar.gz}
 pack=${pack:-$out.tar.gz}
 what=${2:-all}
+case "$what" in all|--quick|--tests|--bench|--rerun|--next) ;;
+  *) echo "gpu_check.sh: unknown mode '$what' (all, --quick, --tests, --bench, --rerun, --next)" >&2; exit 2;; esac
 mkdir -p "$out"
+# Pack on any exit (a run killed at the device tool's limit still brings back what it wrote).
+trap 'rm -f "$out"/*.png; tar -czf "$pack" -C "$(dirname "$out")" "$(basename "$out")"' EXIT
 export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$out/steps.txt"; }
@@ -51,7 +56,7 @@ cat "$out/device.txt"
 stamp build
 EXSYNTH_CUDA=1 EXSYNTH_CUDA_ARCHS=${EXSYNTH_CUDA_ARCHS:-90} EXSYNTH_BUILD_JOBS=16 \
   python -m pip install --no-build-isolation --no-deps -e . > "$out/install.log" 2>&1 \
-  || { tail -30 "$out/install.log"; echo "install failed"; tar -czf "$pack" -C "$(dirname "$out")" "$(basename "$out")"; exit 1; }
+  || { tail -30 "$out/install.log"; echo "install failed"; exit 1; }
 (cd /tmp && exsynth doctor) > "$out/doctor.txt" 2>&1
 stamp built; grep -i -E "cuda|triton" "$out/doctor.txt" | head -20
 
@@ -85,8 +90,8 @@ if [ "$what" = --next ]; then
   # each op with and without its NaN/Inf scan, at sizes past launch overhead.
   stamp next-tests
   smoke 70 &
-  TEST_TIMEOUT=400 run_test triton_gpu_script tests/test_kernels_triton_correlation.py \
-    -k test_compiled_kernels_on_gpu --timeout 390 &
+  TEST_TIMEOUT=300 run_test triton_gpu_script tests/test_kernels_triton_correlation.py \
+    -k test_compiled_kernels_on_gpu --timeout 290 &
   wait; cat "$out/tests-summary.txt"
   for checks in "" --no-finite-checks; do
     tag=${checks:+-nocheck}
@@ -108,6 +113,4 @@ if [ "$what" = all ] || [ "$what" = --bench ] || [ "$what" = --quick ]; then
   fi
 fi
 stamp end
-rm -f "$out"/*.png
-tar -czf "$pack" -C "$(dirname "$out")" "$(basename "$out")"
-echo "results in $out (packed: $pack)"
+echo "results in $out (packed on exit: $pack)"

@@ -99,3 +99,20 @@ def test_trainer_gives_cuda_an_index(monkeypatch):
                                  ctx=types.SimpleNamespace(enabled=False))
     dev = T.Trainer._device(fake)
     assert dev == torch.device("cuda", 0) and seen == [torch.device("cuda", 0)]
+
+
+def test_trainer_skips_an_optimiser_without_gradients_under_a_grad_scaler():
+    # EGSC-IT's opt_segmenter has no gradients in stage 1; GradScaler.step refuses such an
+    # optimiser ("No inf checks were recorded"), which stopped CUDA --amp runs
+    from exsynth.train import trainer as T
+
+    used, idle = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    scaler = torch.amp.GradScaler("cpu")
+    opts = {"opt_g": torch.optim.Adam(used.parameters()), "opt_segmenter": torch.optim.Adam(idle.parameters())}
+    fake = types.SimpleNamespace(optimizers=opts, roles={"opt_g": "g", "opt_segmenter": "g"}, scaler=scaler)
+    scaler.scale(used(torch.randn(4, 2)).sum()).backward()
+    before = [p.clone() for p in idle.parameters()]
+    T.Trainer._step_optimizers(fake, "g")
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(idle.parameters(), before))
+    assert all(s["step"] == 1 for s in opts["opt_g"].state.values())

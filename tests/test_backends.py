@@ -58,6 +58,9 @@ def test_auto_follows_the_gpu_measurements(monkeypatch):
     assert D.resolve("cycle_warp", "auto", gpu, torch.float32) == "triton"
     assert D.resolve("pn_modulate", "auto", gpu, torch.bfloat16) == "cuda"
     assert D.resolve("msca_attention", "auto", gpu, torch.bfloat16) == "reference"
+    # fp16 (what --amp trains in on a GPU) runs the bf16 code paths: same entries
+    assert D.resolve("msca_attention", "auto", gpu, torch.float16) == "reference"
+    assert D.resolve("pn_modulate", "auto", gpu, torch.float16) == "cuda"
     # not measured: the default order
     assert D.resolve("pn_modulate", "auto", gpu, torch.float32) == D._AUTO_ORDER["cuda"][0]
     assert D.resolve("correlation_match", "auto", gpu, torch.bfloat16) == D._AUTO_ORDER["cuda"][0]

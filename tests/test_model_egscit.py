@@ -617,6 +617,10 @@ def test_texture_region_input_reads_the_luminance_pattern_without_its_colour():
     assert float(_TextureCue()(base.expand(2, 3, 32, 32)).abs().max()) < 1e-4
     strong = _TextureCue()(base + 0.4 * stripes)
     assert float((strong - cue).abs().max()) < 0.15 * float(cue.abs().max())
+    # a flat image has finite gradients through the cue (its local RMS is 0 there)
+    flat = base.expand(2, 3, 32, 32).clone().requires_grad_()
+    _TextureCue()(flat).sum().backward()
+    assert torch.isfinite(flat.grad).all()
     m = EGSCIT(EGSCITConfig(**TINY, region_style="mean", region_input="texture", segmenter_dilations=(1, 2, 4, 8),
                             segmenter_width=2))
     convs = [c for c in m.segmenter if isinstance(c, torch.nn.Conv2d)]

@@ -109,7 +109,7 @@ class SyntheticDomainsDataset(Dataset):
     def _class_textured(self, index: int) -> Dict[str, object]:
         i = self.base._index(index)
         if i in self._rendered:
-            return dict(self._rendered[i])
+            return self._rendered[i]          # shared: __getitem__ hands out clones
         style_b = self._fine(self.base.style(i))
         lay, ex = self.base.layouts(i)
         out = {"label": render(lay, self.style_a), "exemplar": render(ex, style_b), "image": render(lay, style_b),

@@ -20,7 +20,8 @@ Departures, each a named option off by default (EGSCITConfig): shared_autoencode
 shared_features, mask_from, cycle_mask, region_style (with region_input, regions) and the loss
 terms latent, latent_adv, colour_invariance; the egscit-mnist-single preset turns on
 shared_autoencoder, shared_features and region_style with region_input "contrast", measured
-there; egscit-paper and egscit-cpu64 keep the paper's networks.
+there; egscit-cpu64 the same three with region_input "texture" (and a larger S at its own learning
+rate) on synthetic-domains' class_textures variant; egscit-paper keeps the paper's networks.
 
 Where the paper and the official TensorFlow code (github charliememory/EGSC-IT) differ, the
 paper's choice is the default and the code's one option away: `adain` (the paper's and the
@@ -340,7 +341,8 @@ class _TextureCue(nn.Module):
     def forward(self, x):
         h = x - F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5, 1)
         n = h.norm(dim=1, keepdim=True)
-        s = F.avg_pool2d(F.pad(n * n, (2, 2, 2, 2), mode="reflect"), 5, 1).clamp_min(0).sqrt()
+        # the floor keeps sqrt's gradient finite where a 9 x 9 patch is flat (s would be 0)
+        s = F.avg_pool2d(F.pad(n * n, (2, 2, 2, 2), mode="reflect"), 5, 1).clamp_min(1e-12).sqrt()
         return torch.cat([h.mean(1, keepdim=True), n, s], 1) / (s + 0.02)
 
 

@@ -30,8 +30,12 @@ _AUTO_ORDER = {
 # bench/NOTES.md "First GPU run"). An op and dtype not listed keeps _AUTO_ORDER["cuda"].
 #  correlation_warp / cycle_warp (one kernel pair): triton ahead of cuda in every case timed, B=8,
 #    HW=4096, D=256: bf16 fwd 1.30 vs 2.35 ms, fwd+bwd 6.07 vs 19.2; fp32 3.08 vs 6.66 and 15.7 vs
-#    42.4; D=2304 (3x3 patches) bf16 fwd+bwd 45.5 vs 224; HW=65536 bf16 fwd 65 vs 394 ms. float16
-#    was not timed: it runs the bf16 code path (same tiles, same tensor-core instructions).
+#    42.4; D=2304 (3x3 patches) bf16 fwd+bwd 45.5 vs 224; HW=65536 bf16 fwd 65 vs 394 ms. In fp32
+#    the reference (cuBLAS on the materialised matrix) was faster fwd+bwd (8.45 ms) but held 2177
+#    MiB against 257: auto keeps the fused path, whose memory is what lets the op scale. float16
+#    was not timed: it runs the bf16 code path (same tiles, same tensor-core instructions); the
+#    pn_modulate and msca kernels below are templated on the element type too, so fp16 (what
+#    --amp trains in on a GPU) takes the bf16 entries.
 #  pn_modulate bf16: cuda, B=8, C=256, 256x256 fwd 1.07 ms (triton 1.61, reference 1.52), fwd+bwd
 #    2.18 (triton 2.63, reference 5.26).
 #  msca_attention bf16: the plain-PyTorch reference beat both fused backends at 128x128 and
@@ -41,8 +45,9 @@ _GPU_MEASURED = {}
 for _dt in (torch.bfloat16, torch.float16, torch.float32):
     for _op in ("correlation_warp", "cycle_warp"):
         _GPU_MEASURED[(_op, _dt)] = ("triton", "cuda", "reference")
-_GPU_MEASURED[("pn_modulate", torch.bfloat16)] = ("cuda", "triton", "reference")
-_GPU_MEASURED[("msca_attention", torch.bfloat16)] = ("reference",)
+for _dt in (torch.bfloat16, torch.float16):
+    _GPU_MEASURED[("pn_modulate", _dt)] = ("cuda", "triton", "reference")
+    _GPU_MEASURED[("msca_attention", _dt)] = ("reference",)
 del _dt, _op
 
 

@@ -328,7 +328,9 @@ class Trainer:
 
     def _step_optimizers(self, role: str) -> None:
         for key, opt in self.optimizers.items():
-            if self.roles[key] == role:
+            # an optimiser whose parameters this step left out (a model part a training stage
+            # does not use) is skipped: GradScaler.step refuses one with no gradients
+            if self.roles[key] == role and any(p.grad is not None for g in opt.param_groups for p in g["params"]):
                 self.scaler.step(opt)
 
     def _zero_grad(self, role: str) -> None:
