@@ -1,13 +1,14 @@
 """Can EGSC-IT's region segmenter S name synthetic-domains' classes without labels?
 `python -m bench.domains_segmenter [--steps N] [--region-input texture] [--class-textures]`
 
-Trains S alone (the model's `_segmenter`, its He init) by the loss that trains it inside the model,
+Trains S alone (the model's `_segmenter` and `_init_segmenter`) by the loss that trains it inside the model,
 region_recon: each image of both domains rebuilt from its own soft regions' mean colours. Then,
 on the test pairs `exsynth eval` scores, paints A's regions with x_B's region colours (the map
 region_style hands G) and scores it against GT_AB: the PSNR a model's painted map reaches, beside
 `bench.domains_oracles`' exemplar-blind class means and the label-reading correspondence oracle.
-Also the regions' class purity: per image, the share of pixels whose region's majority class
-(over the test set, per domain) is their class.
+Also the regions' class purity: over the test set, per domain, the share of pixels whose
+region's majority class is their class; and whether each region's majority class is the same in
+both domains.
 """
 from __future__ import annotations
 
@@ -18,11 +19,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from exsynth.data.synthetic_domains import SyntheticDomainsDataset, SyntheticDomainsOptions
 from exsynth.metrics import psnr
-from exsynth.models.egscit import EGSCITConfig, _segmenter
+from exsynth.models.egscit import EGSCITConfig, _init_segmenter, _segmenter
 from exsynth.nn.blocks import region_style_map
 
 from .common import environment
@@ -39,7 +38,7 @@ def evaluate(seg, test, n):
         b = _batch(test, range(n))
         sa, sb = seg(b["label"]), seg(b["exemplar"])
         painted = region_style_map(sa, b["exemplar"], sb, "mean")[:, :3]
-        score = float(sum(psnr(painted[i:i + 1], b["image"][i:i + 1]) for i in range(n)) / n)
+        score = float(psnr(painted, b["image"]).mean())
         # purity: each domain's regions against its classes (x_A's layout is GT_AB's)
         lab_b = torch.stack([torch.from_numpy(test.base.layouts(i)[1]) for i in range(n)])
         k = test.num_classes
@@ -85,10 +84,7 @@ def main(argv=None) -> int:
     cfg = EGSCITConfig(width=a.width, region_style="mean", regions=a.classes, region_input=a.region_input,
                        segmenter_dilations=tuple(a.dilations), segmenter_width=a.seg_width)
     seg = _segmenter(cfg)
-    for mod in seg.modules():
-        if isinstance(mod, nn.Conv2d):
-            nn.init.kaiming_normal_(mod.weight, a=0.2)
-            nn.init.zeros_(mod.bias)
+    _init_segmenter(seg)
     opt = torch.optim.Adam(seg.parameters(), lr=a.lr)
     g = torch.Generator().manual_seed(0)
     log, t0 = [], time.time()
@@ -102,12 +98,11 @@ def main(argv=None) -> int:
         loss.backward()
         opt.step()
         if step % a.every == 0 or step == a.steps:
-            score, purity, _ = evaluate(seg, test, a.test)
+            score, purity, joints = evaluate(seg, test, a.test)
             log.append(dict(step=step, loss=round(float(loss.detach()), 4), painted_psnr=round(score, 2),
                             purity_a=round(purity[0], 3), purity_b=round(purity[1], 3), agree=purity[2],
                             seconds=round(time.time() - t0, 1)))
             print(log[-1], flush=True)
-    _, _, joints = evaluate(seg, test, a.test)
     for d, j in zip("AB", joints):
         print(f"{d}'s regions (rows) by class (columns), pixels:\n", j.long())
     if a.out:

@@ -149,9 +149,9 @@ class EGSCITConfig:
         without its colour (`_TextureCue`: the high-pass over a 5 x 5 mean, as its luminance part
         and its norm over channels, and its local RMS, each over that RMS + 0.02), for images
         whose regions differ in texture and whose colours say nothing (synthetic-domains with
-        class_textures). Measured on
-        that task with three classes (flat, stripes, checker; `python -m bench.domains_segmenter`,
-        S alone trained by region_recon at lr 1e-3, one thread): the painted map (A's regions in
+        class_textures). Measured on that task with three classes (flat, stripes, checker;
+        `python -m bench.domains_segmenter`, S alone trained by region_recon at lr 1e-3, one
+        thread): the painted map (A's regions in
         x_B's region colours) 21.6 dB after 1,000 steps against 13.6 for the class means, both
         domains' regions on the same classes; with five classes S split B's dots, noise and
         checker apart only to a purity of 0.57 in 2,000 steps, and the map stayed at 14.0. Inside
@@ -338,11 +338,15 @@ class _TextureCue(nn.Module):
     c = 0.02. A region's base colour is gone (h is a difference), the texture's scale nearly so;
     |h| keeps a pattern whose colour direction has no luminance; a flat region is 0."""
 
+    @staticmethod
+    def _mean5(t):
+        return F.avg_pool2d(F.pad(t, (2, 2, 2, 2), mode="reflect"), 5, 1)
+
     def forward(self, x):
-        h = x - F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5, 1)
+        h = x - self._mean5(x)
         n = h.norm(dim=1, keepdim=True)
         # the floor keeps sqrt's gradient finite where a 9 x 9 patch is flat (s would be 0)
-        s = F.avg_pool2d(F.pad(n * n, (2, 2, 2, 2), mode="reflect"), 5, 1).clamp_min(1e-12).sqrt()
+        s = self._mean5(n * n).clamp_min(1e-12).sqrt()
         return torch.cat([h.mean(1, keepdim=True), n, s], 1) / (s + 0.02)
 
 
@@ -357,6 +361,15 @@ def _segmenter(cfg: EGSCITConfig) -> nn.Sequential:
     for i, d in enumerate(cfg.segmenter_dilations):
         layers += [nn.ReflectionPad2d(d), nn.Conv2d(cin if i == 0 else w, w, 3, dilation=d), nn.LeakyReLU(0.2, True)]
     return nn.Sequential(*layers, nn.Conv2d(w, cfg.regions, 1), nn.Softmax(dim=1))
+
+
+def _init_segmenter(segmenter: nn.Module) -> None:
+    """S's init: He, not the code's N(0, 0.02): near-equal logits make the soft regions uniform,
+    where every region's gradient is the same and the softmax cancels it."""
+    for m in segmenter.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=0.2)
+            nn.init.zeros_(m.bias)
 
 
 def _init_truncated(module: nn.Module) -> None:
@@ -479,12 +492,7 @@ class EGSCIT(nn.Module):
         self.vae_decoders = nn.ModuleDict({d: nn.Sequential(_ResBlock(ch), _decoder_tail(cfg)) for d in "ab"})
         _init_truncated(self)
         if cfg.region_style != "none":
-            # He init, not the code's N(0, 0.02): near-equal logits make the soft regions uniform,
-            # where every region's gradient is the same and the softmax cancels it
-            for mod in self.segmenter.modules():
-                if isinstance(mod, nn.Conv2d):
-                    nn.init.kaiming_normal_(mod.weight, a=0.2)
-                    nn.init.zeros_(mod.bias)
+            _init_segmenter(self.segmenter)
             # the painted map starts as the output (tanh(2 p): within 4 % of p's +-1), so G learns a
             # correction to it; at N(0, 0.02) it was ignored (weights 0.0096 after 700 steps)
             for g in self.generators.values():
