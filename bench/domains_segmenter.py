@@ -60,33 +60,42 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--betas", type=float, nargs=2, default=[0.9, 0.999],
+                   help="Adam's (the model's optimisers: 0.5 0.999)")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--classes", type=int, default=5)
     p.add_argument("--class-textures", action="store_true")
     p.add_argument("--region-input", default="texture")
     p.add_argument("--dilations", type=int, nargs="*", default=[1, 2, 4])
     p.add_argument("--seg-width", type=int, default=1)
+    p.add_argument("--regions", type=int, help="S's regions (default: --classes)")
+    p.add_argument("--seed", type=int, default=0, help="S's init and the batches' draws")
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--checkpoint", help="score the S of a trained EGSC-IT checkpoint instead (no training)")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    torch.manual_seed(0)
-    opts = SyntheticDomainsOptions(classes=a.classes, class_textures=a.class_textures)
-    test = SyntheticDomainsDataset(64, length=a.test, split="test", options=opts)
-    if a.checkpoint:
+    torch.manual_seed(a.seed)
+    model = None
+    if a.checkpoint:     # scored on the data it was trained on, whatever --classes says
         from exsynth.checkpoint import load_generator
-        model, _ = load_generator(a.checkpoint)
+        model, payload = load_generator(a.checkpoint)
+        opts = SyntheticDomainsOptions(**(payload.get("train_config", {}).get("data_options") or {}))
+        a.classes, a.class_textures = opts.classes, opts.class_textures
+    else:
+        opts = SyntheticDomainsOptions(classes=a.classes, class_textures=a.class_textures)
+    test = SyntheticDomainsDataset(64, length=a.test, split="test", options=opts)
+    if model is not None:
         score, (pa, pb, agree), joints = evaluate(model.segmenter, test, a.test)
         print(dict(painted_psnr=round(score, 2), purity_a=round(pa, 3), purity_b=round(pb, 3), agree=agree))
         return 0
     train = SyntheticDomainsDataset(64, length=2000, split="train", options=opts)
-    cfg = EGSCITConfig(width=a.width, region_style="mean", regions=a.classes, region_input=a.region_input,
+    cfg = EGSCITConfig(width=a.width, region_style="mean", regions=a.regions or a.classes, region_input=a.region_input,
                        segmenter_dilations=tuple(a.dilations), segmenter_width=a.seg_width)
     seg = _segmenter(cfg)
     _init_segmenter(seg)
-    opt = torch.optim.Adam(seg.parameters(), lr=a.lr)
-    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(seg.parameters(), lr=a.lr, betas=tuple(a.betas))
+    g = torch.Generator().manual_seed(a.seed)
     log, t0 = [], time.time()
     for step in range(1, a.steps + 1):
         b = _batch(train, torch.randint(0, len(train), (a.batch,), generator=g))

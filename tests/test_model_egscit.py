@@ -653,3 +653,74 @@ def test_segmenter_lr_scale_gives_s_its_own_optimiser_at_that_rate(tmp_path, cap
     assert all(s["step"] > 0 for s in opts["opt_segmenter"]["state"].values())
     with pytest.raises(ValueError, match="segmenter_lr_scale must be a finite number > 0, got 0"):
         EGSCITConfig(segmenter_lr_scale=0)
+
+
+def test_segmenter_stage1_trains_s_by_region_recon_in_stage_one_only_when_asked():
+    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
+    stage1 = ("features.", "vae_decoders.")
+    for on in (False, True):
+        m, obj = _objective(steps=10, stage1=0.2, segmenter_stage1=on, **cfg)
+        b = _batch()
+        total, terms, _ = obj.generator_terms(b, 0, torch.Generator().manual_seed(0))
+        assert ("region_recon" in terms) == on
+        m.zero_grad()
+        total.backward()
+        got = set(_grads(m))
+        want = {n for n, _ in m.named_parameters() if n.startswith(stage1 + (("segmenter.",) if on else ()))}
+        assert got == want, sorted(got ^ want)
+        if on:      # the term is stage 2's: each image from its own regions' mean colours, weight 100
+            s = m.segment(b["label"]), m.segment(b["exemplar"])
+            want_term = (torch.nn.functional.l1_loss(m.paint(s[0], s[0], b["label"]), b["label"])
+                         + torch.nn.functional.l1_loss(m.paint(s[1], s[1], b["exemplar"]), b["exemplar"]))
+            torch.testing.assert_close(terms["region_recon"], want_term)
+            plain = obj.generator_terms(b, 0, torch.Generator().manual_seed(0))
+            torch.testing.assert_close(plain[0] - 100.0 * plain[1]["region_recon"],
+                                       sum(w * plain[1][k] for k, w in (("adv", 10.0), ("recon", 100.0), ("kl", 0.1))))
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_painted_skip_starts_the_output_as_the_painted_map(skip):
+    """With G's other inputs to its last conv zeroed, the output is G's last layer on the map
+    alone: tanh(2 p) by default, p itself (up to the 0.995 clip) with painted_skip."""
+    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
+    torch.manual_seed(0)
+    m = EGSCIT(EGSCITConfig(**cfg, painted_skip=skip)).eval()
+    last = m.generators["a"][-2]
+    with torch.no_grad():
+        last.weight[:-3].zero_()
+        last.bias.zero_()
+        b = _batch()
+        xa, xb = b["label"], 0.2 * b["exemplar"] + torch.tensor([0.7, -0.5, 0.3]).view(1, 3, 1, 1)
+        p = m.paint(m.segment(xa), m.segment(xb), xb)
+        assert p.abs().min() > 0.1       # colours where tanh(2 p) and p differ
+        want = p.clamp(-0.995, 0.995) if skip else torch.tanh(2 * p)
+        torch.testing.assert_close(m(xa, xb, "a2b"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_segmenter_detach_keeps_g_losses_out_of_s_but_not_out_of_the_translation():
+    """segmenter_detach: S's weights get region_recon's gradient alone; G's terms still reach
+    x_AB through S on the cycle's way back; the forward values are unchanged."""
+    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
+    outs, grads = {}, {}
+    for detach in (False, True):
+        m, obj = _objective(steps=10, stage1=0.2, segmenter_detach=detach, **cfg)
+        b = _batch()
+        out = m(b["label"], b["exemplar"], stage=2, gen=torch.Generator().manual_seed(0))
+        outs[detach] = out
+        m.zero_grad()
+        F_ = torch.nn.functional
+        # a G loss alone: the translation's and the cycle's L1
+        (F_.l1_loss(out["x_ab"], b["exemplar"]) + F_.l1_loss(out["x_aba"], b["label"])).backward(retain_graph=True)
+        grads[detach] = {n for n in _grads(m) if n.startswith("segmenter.")}
+        # region_recon alone still trains S
+        m.zero_grad()
+        F_.l1_loss(out["painted_aa"], b["label"]).backward()
+        assert {n for n in _grads(m) if n.startswith("segmenter.")}
+    assert grads[False] and not grads[True]
+    for k in ("x_ab", "x_ba", "x_aba", "x_bab", "painted_aa"):
+        torch.testing.assert_close(outs[True][k], outs[False][k], rtol=0, atol=0)
+    # the translation still gets the cycle's gradient through S's held weights
+    m, _ = _objective(steps=10, stage1=0.2, segmenter_detach=True, **cfg)
+    x = _batch()["label"].requires_grad_()
+    m._held_segment(x).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and not _grads(m.segmenter)
