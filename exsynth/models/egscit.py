@@ -131,10 +131,11 @@ class EGSCITConfig:
         SEAN's region-wise pooling): one soft segmenter S for both domains splits each image into
         `regions`; each region's mean colour in the exemplar is painted over the source's regions
         (`nn.blocks.region_style_map`, as pix2pixSC's) and concatenated to G's last conv, whose
-        weights on it start at 2 x identity (under N(0, 0.02) G ignored the map: its weights
-        0.0096 after 700 steps, output colour 57 % while the map alone scored 98.7 %). S trains in stage 2 by the
-        loss term region_recon (each image from its own regions' colours) and by G's losses
-        through the map (segmenter_stage1 and segmenter_detach change both).
+        weights on it start at 2 x identity (identity on atanh(p) with painted_skip; under
+        N(0, 0.02) G ignored the map: its weights 0.0096 after 700 steps, output colour 57 %
+        while the map alone scored 98.7 %). S trains in stage 2 by the loss term region_recon
+        (each image from its own regions' colours) and by G's losses through the map
+        (segmenter_stage1 and segmenter_detach change both).
     regions: region_style's number of soft regions (2: MNIST-Single's digit and background).
         More regions than classes is allowed: a class split over two regions is painted from the
         same two regions of the exemplar. On synthetic-domains with three textures, S alone
@@ -524,8 +525,9 @@ class EGSCIT(nn.Module):
         _init_truncated(self)
         if cfg.region_style != "none":
             _init_segmenter(self.segmenter)
-            # the painted map starts as the output (tanh(2 p): within 4 % of p's +-1), so G learns a
-            # correction to it; at N(0, 0.02) it was ignored (weights 0.0096 after 700 steps)
+            # the painted map starts as the output (tanh(2 p): within 4 % of p's +-1; with painted_skip
+            # tanh(atanh(p)) = p), so G learns a correction to it; at N(0, 0.02) it was ignored
+            # (weights 0.0096 after 700 steps)
             for g in self.generators.values():
                 with torch.no_grad():
                     g[-2].weight[-3:, :, 0, 0] = (1.0 if cfg.painted_skip else 2.0) * torch.eye(3)
@@ -597,15 +599,18 @@ class EGSCIT(nn.Module):
     def segment(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         return self.segmenter(x) if self.cfg.region_style != "none" else None
 
+    @staticmethod
+    def _held(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """net(x) differentiable in x but not in net's weights."""
+        return torch.func.functional_call(net, {n: p.detach() for n, p in net.named_parameters()}, (x,))
+
     def _held_segment(self, x: torch.Tensor) -> torch.Tensor:
-        """S(x) differentiable in x but not in S's weights (segmenter_detach)."""
-        s = self.segmenter
-        return torch.func.functional_call(s, {n: p.detach() for n, p in s.named_parameters()}, (x,))
+        """S(x) with S's weights held (segmenter_detach)."""
+        return self._held(self.segmenter, x)
 
     def _frozen_features(self, domain: str, x: torch.Tensor) -> torch.Tensor:
-        """F_X(x) differentiable in x but not in F_X's weights (frozen in stage 2)."""
-        f = self.features[domain]
-        return torch.func.functional_call(f, {n: p.detach() for n, p in f.named_parameters()}, (x,))
+        """F_X(x) with F_X's weights held (frozen in stage 2)."""
+        return self._held(self.features[domain], x)
 
     def _mask_net(self, src: str, dst: str) -> str:
         return dst if self.cfg.mask_from == "target" else src
