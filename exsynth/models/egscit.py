@@ -350,15 +350,9 @@ class _ContrastToMean(nn.Module):
     """region_input "contrast": each pixel's distance to the image's mean colour over the image's
     largest such distance, (B, 1, H, W) in [0, 1]. Unchanged by any affine recolouring of a
     two-colour image (both distances scale alike), so regions read from it mean the same whatever
-    the colours; "image": the image itself."""
-
-    def __init__(self, contrast: bool):
-        super().__init__()
-        self.contrast = contrast
+    the colours."""
 
     def forward(self, x):
-        if not self.contrast:
-            return x
         d = (x - x.mean((2, 3), keepdim=True)).norm(dim=1, keepdim=True)
         return d / (d.amax((2, 3), keepdim=True) + _EPS)
 
@@ -386,8 +380,8 @@ def _segmenter(cfg: EGSCITConfig) -> nn.Sequential:
     """region_style's S: soft regions of an image, (B, regions, H, W) summing to 1 per pixel;
     its input (region_input), one conv3 per segmenter_dilations (default 1, 2, 4: a 15 px field)
     and a conv1 to the region logits."""
-    w, contrast = cfg.width * cfg.segmenter_width, cfg.region_input == "contrast"
-    cue = _TextureCue() if cfg.region_input == "texture" else _ContrastToMean(contrast)
+    w = cfg.width * cfg.segmenter_width
+    cue = {"texture": _TextureCue, "contrast": _ContrastToMean}.get(cfg.region_input, nn.Identity)()  # "image": x
     cin = {"contrast": 1, "texture": 3}.get(cfg.region_input, cfg.label_channels)
     layers = [cue]
     for i, d in enumerate(cfg.segmenter_dilations):
