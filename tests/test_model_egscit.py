@@ -655,11 +655,14 @@ def test_segmenter_lr_scale_gives_s_its_own_optimiser_at_that_rate(tmp_path, cap
         EGSCITConfig(segmenter_lr_scale=0)
 
 
+# one E, G and F and three soft regions: the networks the segmenter_* options and painted_skip act on
+REGION_TINY = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
+
+
 def test_segmenter_stage1_trains_s_by_region_recon_in_stage_one_only_when_asked():
-    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
     stage1 = ("features.", "vae_decoders.")
     for on in (False, True):
-        m, obj = _objective(steps=10, stage1=0.2, segmenter_stage1=on, **cfg)
+        m, obj = _objective(steps=10, stage1=0.2, segmenter_stage1=on, **REGION_TINY)
         b = _batch()
         total, terms, _ = obj.generator_terms(b, 0, torch.Generator().manual_seed(0))
         assert ("region_recon" in terms) == on
@@ -682,9 +685,8 @@ def test_segmenter_stage1_trains_s_by_region_recon_in_stage_one_only_when_asked(
 def test_painted_skip_starts_the_output_as_the_painted_map(skip):
     """With G's other inputs to its last conv zeroed, the output is G's last layer on the map
     alone: tanh(2 p) by default, p itself (up to the 0.995 clip) with painted_skip."""
-    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
     torch.manual_seed(0)
-    m = EGSCIT(EGSCITConfig(**cfg, painted_skip=skip)).eval()
+    m = EGSCIT(EGSCITConfig(**REGION_TINY, painted_skip=skip)).eval()
     last = m.generators["a"][-2]
     with torch.no_grad():
         last.weight[:-3].zero_()
@@ -700,10 +702,9 @@ def test_painted_skip_starts_the_output_as_the_painted_map(skip):
 def test_segmenter_detach_keeps_g_losses_out_of_s_but_not_out_of_the_translation():
     """segmenter_detach: S's weights get region_recon's gradient alone; G's terms still reach
     x_AB through S on the cycle's way back; the forward values are unchanged."""
-    cfg = dict(TINY, shared_autoencoder=True, shared_features=True, region_style="mean", regions=3)
     outs, grads = {}, {}
     for detach in (False, True):
-        m, obj = _objective(steps=10, stage1=0.2, segmenter_detach=detach, **cfg)
+        m, obj = _objective(steps=10, stage1=0.2, segmenter_detach=detach, **REGION_TINY)
         b = _batch()
         out = m(b["label"], b["exemplar"], stage=2, gen=torch.Generator().manual_seed(0))
         outs[detach] = out
@@ -720,7 +721,7 @@ def test_segmenter_detach_keeps_g_losses_out_of_s_but_not_out_of_the_translation
     for k in ("x_ab", "x_ba", "x_aba", "x_bab", "painted_aa"):
         torch.testing.assert_close(outs[True][k], outs[False][k], rtol=0, atol=0)
     # the translation still gets the cycle's gradient through S's held weights
-    m, _ = _objective(steps=10, stage1=0.2, segmenter_detach=True, **cfg)
+    m, _ = _objective(steps=10, stage1=0.2, segmenter_detach=True, **REGION_TINY)
     x = _batch()["label"].requires_grad_()
     m._held_segment(x).square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0 and not _grads(m.segmenter)

@@ -657,10 +657,10 @@ class EGSCIT(nn.Module):
                 ma, mb = self.features["b"](xa), self.features["a"](xb)
         sa, sb = self.segment(xa), self.segment(xb)           # region_style's soft regions (or None)
         paa, pbb = self.paint(sa, sa, xa), self.paint(sb, sb, xb)
-        # the regions G's maps come from (segmenter_detach: S's weights held there)
-        segment_g = self._held_segment if self.cfg.segmenter_detach else self.segment
-        ga, gb = (sa.detach(), sb.detach()) if self.cfg.segmenter_detach and sa is not None else (sa, sb)
-        gaa, gbb = (self.paint(ga, ga, xa), self.paint(gb, gb, xb)) if ga is not sa else (paa, pbb)
+        # the regions and maps G reads (segmenter_detach: the same values, S's weights held there)
+        hold = self.cfg.segmenter_detach and sa is not None
+        segment_g = self._held_segment if hold else self.segment
+        ga, gb, gaa, gbb = (sa.detach(), sb.detach(), paa.detach(), pbb.detach()) if hold else (sa, sb, paa, pbb)
         out = dict(za=za, zb=zb, mu_a=mu_a, mu_b=mu_b, x_aa=self.decode(za, "a", fa, fa, gaa),
                    x_bb=self.decode(zb, "b", fb, fb, gbb), painted_aa=paa, painted_bb=pbb,
                    x_ab=self.decode(za, "b", ma, fb, self.paint(ga, gb, xb)),
@@ -773,6 +773,11 @@ class EGSCITObjective(Objective):
             return "d1_a" in self.discriminators    # none there when only latent_adv is on
         return (step - self.model.cfg.stage1_steps(self.cfg.steps)) % self.model.cfg.g_steps == 0
 
+    @staticmethod
+    def _region_recon(out, xa, xb) -> torch.Tensor:
+        """region_recon: each image against its own regions painted in its own region colours."""
+        return F.l1_loss(out["painted_aa"], xa) + F.l1_loss(out["painted_bb"], xb)
+
     def generator_terms(self, batch, step: int, gen: torch.Generator):
         xa, xb = batch["label"], batch["exemplar"]
         m = self.model.cfg
@@ -786,7 +791,7 @@ class EGSCITObjective(Objective):
             terms["recon"] = F.l1_loss(out["recon_a"], xa) + F.l1_loss(out["recon_b"], xb)
             terms["kl"] = out["za"].square().mean() + out["zb"].square().mean()
             if "painted_aa" in out and self.on("region_recon"):     # segmenter_stage1
-                terms["region_recon"] = F.l1_loss(out["painted_aa"], xa) + F.l1_loss(out["painted_bb"], xb)
+                terms["region_recon"] = self._region_recon(out, xa, xb)
             visuals = dict(label=xa, exemplar=xb, fake=out["recon_a"], image=xa, fake_a=out["recon_a"],
                            fake_b=out["recon_b"], stage=1)
             # stage 1 keeps the UNIT VAE-GAN weights whatever stage 2's are set to
@@ -815,7 +820,7 @@ class EGSCITObjective(Objective):
         if out["painted_aa"] is not None and self.on("region_recon"):
             # region_style's S on its own: each image from its own regions' mean colours (else S
             # can stay constant while G learns to ignore the uninformative map)
-            terms["region_recon"] = F.l1_loss(out["painted_aa"], xa) + F.l1_loss(out["painted_bb"], xb)
+            terms["region_recon"] = self._region_recon(out, xa, xb)
         if self.on("latent_adv"):     # DRIT: the encoders make D_latent answer 1/2 for either domain's code
             d = self.D("d2_latent")
             terms["latent_adv"] = (d(out["mu_a"]) - 0.5).square().mean() + (d(out["mu_b"]) - 0.5).square().mean()
