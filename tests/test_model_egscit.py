@@ -699,6 +699,12 @@ def test_painted_skip_starts_the_output_as_the_painted_map(skip):
         torch.testing.assert_close(m(xa, xb, "a2b"), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["segmenter_stage1", "segmenter_detach", "painted_skip"])
+def test_the_segmenter_and_map_switches_refuse_non_booleans(name):
+    with pytest.raises(ValueError, match=f"{name} must be True or False, got 'yes'"):
+        EGSCITConfig(**{name: "yes"})
+
+
 def test_segmenter_detach_keeps_g_losses_out_of_s_but_not_out_of_the_translation():
     """segmenter_detach: S's weights get region_recon's gradient alone; G's terms still reach
     x_AB through S on the cycle's way back; the forward values are unchanged."""

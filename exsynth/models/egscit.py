@@ -286,7 +286,7 @@ class EGSCITConfig:
         if not (isinstance(self.segmenter_lr_scale, (int, float)) and math.isfinite(self.segmenter_lr_scale)
                 and self.segmenter_lr_scale > 0):
             raise ValueError(f"EGSC-IT: segmenter_lr_scale must be a finite number > 0, got {self.segmenter_lr_scale!r}")
-        for name in ("shared_features", "shared_autoencoder"):
+        for name in ("shared_features", "shared_autoencoder", "segmenter_stage1", "segmenter_detach", "painted_skip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EGSC-IT: {name} must be True or False, got {getattr(self, name)!r}")
         if self.shared_features and self.mask_from != "source":
